@@ -45,7 +45,7 @@ class MultiScaleMelLoss(nn.Module):
         import torchaudio
 
         self.mels = nn.ModuleList(
-            torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(n_mels, n // 4), power=1.0)
+            torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(n_mels, n // 8), power=1.0)
             for n in ffts
         )
 

@@ -1,0 +1,178 @@
+"""AudioCodec invariants: causality, streaming == whole, bitrate -> levels, save/load, bad input, learning."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kinema.errors import CheckpointError
+from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
+from kinema.tokenizers.audio_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, log_mel_distance, si_snr
+
+torch.set_num_threads(1)
+
+
+def tiny(seed: int = 0, **kw) -> AudioCodec:
+    torch.manual_seed(seed)
+    cfg = AudioCodecConfig.preset("tiny")
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return AudioCodec(cfg).eval()
+
+
+def noise(n: int, b: int = 1, seed: int = 0) -> torch.Tensor:
+    return 0.3 * torch.randn(b, 1, n, generator=torch.Generator().manual_seed(seed))
+
+
+def test_shapes_and_properties():
+    ac = tiny()
+    hop = ac.hop_length
+    assert hop == 20 and ac.frame_rate == 800.0
+    x = noise(10 * hop + 7, b=2)
+    codes = ac.encode(x, kbps=None)
+    assert codes.dtype == torch.long and codes.shape == (2, ac.num_quantizers, 11)
+    assert int(codes.min()) >= 0 and int(codes.max()) < ac.codebook_size
+    assert ac.decode(codes).shape == (2, 1, 11 * hop)
+
+
+def test_small_preset_bitrates():
+    cfg = AudioCodecConfig.preset("small")
+    ac = AudioCodec(AudioCodecConfig(**{**cfg.__dict__, "kmeans_init": False}))
+    assert ac.sample_rate == 16000 and ac.hop_length == 320 and ac.frame_rate == 50.0
+    assert [ac.quantizers_for_kbps(k) for k in (1.5, 3.0, 6.0)] == [3, 6, 12]
+    assert {1.5, 3.0, 6.0} <= set(ac.supported_kbps)
+
+
+def test_kbps_changes_number_of_levels_and_coarse_levels_agree():
+    ac = tiny()
+    x = noise(400)
+    k1 = ac.kbps_for_quantizers(1)
+    c_low, c_high = ac.encode(x, kbps=2 * k1), ac.encode(x, kbps=4 * k1)
+    assert c_low.shape[1] == 2 and c_high.shape[1] == 4
+    assert torch.equal(c_low, c_high[:, :2])  # residual VQ: coarse levels first
+    assert ac.decode(c_low).shape == ac.decode(c_high).shape
+    with pytest.raises(ValueError):
+        ac.encode(x, kbps=0.5 * k1)
+    with pytest.raises(ValueError):
+        ac.encode(x, kbps=float("nan"))
+
+
+def test_encoder_and_decoder_are_causal():
+    ac = tiny(bf16_inference=False)
+    hop = ac.hop_length
+    x = noise(40 * hop)
+    z = ac.encoder(x)
+    t = 25 * hop + 3  # perturb one sample inside frame 25
+    x2 = x.clone()
+    x2[..., t:] += 0.5
+    z2 = ac.encoder(x2)
+    assert torch.allclose(z[..., :25], z2[..., :25], atol=1e-6)
+    assert not torch.allclose(z[..., 25:], z2[..., 25:], atol=1e-4)
+    codes = ac.encode(x, kbps=None)
+    codes2 = codes.clone()
+    codes2[..., 30:] = (codes2[..., 30:] + 1) % ac.codebook_size
+    y, y2 = ac.decode(codes), ac.decode(codes2)
+    assert torch.allclose(y[..., : 30 * hop], y2[..., : 30 * hop], atol=1e-6)
+    assert not torch.allclose(y[..., 30 * hop :], y2[..., 30 * hop :], atol=1e-4)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_streaming_equals_whole(bf16: bool):
+    ac = tiny(bf16_inference=bf16)
+    hop = ac.hop_length
+    x = noise(97 * hop + 11)
+    whole = ac.encode(x, kbps=None)
+    pieces = [x[..., i : i + n] for i, n in zip((0, 13, 413, 1000), (13, 400, 587, x.shape[-1]))]
+    streamed = torch.cat(list(ac.encode_stream(pieces, kbps=None)), dim=-1)
+    assert torch.equal(streamed, whole)
+    assert torch.equal(torch.cat(list(ac.encode_stream(x, kbps=None, chunk_frames=7)), -1), whole)
+    y = ac.decode(whole)
+    y_stream = torch.cat(list(ac.decode_stream(whole, chunk_frames=9)), dim=-1)
+    assert y_stream.shape == y.shape
+    assert torch.allclose(y_stream, y, atol=1e-2 if bf16 else 1e-5)
+
+
+def test_save_load_gives_identical_codes(tmp_path):
+    ac = tiny()
+    x = noise(2000)
+    ac.save_pretrained(tmp_path / "fp32", dtype=None)
+    loaded = AudioCodec.from_pretrained(tmp_path / "fp32")
+    assert torch.equal(loaded.encode(x), ac.encode(x))
+    assert torch.allclose(loaded.decode(ac.encode(x)), ac.decode(ac.encode(x)))
+    ac.save_pretrained(tmp_path / "bf16")  # shipped format
+    a = AudioCodec.from_pretrained(tmp_path / "bf16")
+    a.save_pretrained(tmp_path / "bf16b")
+    b = AudioCodec.from_pretrained(tmp_path / "bf16b")
+    assert torch.equal(a.encode(x), b.encode(x))
+    with pytest.raises(CheckpointError):
+        AudioCodec.from_pretrained(tmp_path / "missing")
+
+
+def test_prepare_downmix_resample_and_bad_input():
+    ac = tiny()
+    left, right = torch.rand(1, 1000), torch.rand(1, 1000)
+    mono = ac.prepare(torch.cat([left, right]), ac.sample_rate)
+    assert mono.shape == (1, 1, 1000)
+    assert torch.allclose(mono[0], (left + right) / 2)
+    up = ac.prepare(torch.randn(2, 8000), 8000)  # 1 s at 8 kHz -> 1 s at 16 kHz
+    assert up.shape == (1, 1, 16000)
+    silent = ac.prepare(torch.zeros(1, 500), ac.sample_rate)
+    codes = ac.encode(silent)
+    assert torch.isfinite(ac.decode(codes)).all()
+    empty = ac.prepare(torch.zeros(2, 0), 44100)
+    assert empty.shape == (1, 1, 0)
+    c0 = ac.encode(empty)
+    assert c0.shape[-1] == 0 and ac.decode(c0).shape == (1, 1, 0)
+    for bad in (torch.tensor([[0.0, float("nan")]]), torch.tensor([[float("inf"), 0.0]])):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            ac.prepare(bad, ac.sample_rate)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        ac.encode(torch.full((1, 1, 40), float("nan")))
+    with pytest.raises(ValueError):
+        ac.encode(torch.zeros(1, 2, 40))  # not mono: must go through prepare
+    with pytest.raises(ValueError):
+        ac.decode(torch.full((1, 1, 3), ac.codebook_size))
+    with pytest.raises(ValueError):
+        ac.prepare(torch.zeros(1, 10), 0)
+
+
+def test_metrics_sanity():
+    x = noise(4000)
+    assert float(si_snr(x, x)) > 60
+    assert float(log_mel_distance(x, x)) < 1e-6
+    assert float(si_snr(x + 0.3 * noise(4000, seed=1), x)) < 15
+
+
+def _speech_snippet(media_dir, n: int) -> torch.Tensor:
+    from kinema.tokenizers.audio_trainer import load_audio_file
+
+    w = load_audio_file(media_dir / "audio" / "sense_and_sensibility_01_austen_64kb-0870.wav", 16000)
+    return (w[8000 : 8000 + n] / w.abs().max())[None, None]
+
+
+def test_tiny_codec_overfits_tone_and_speech(media_dir):
+    n = 4000  # 0.25 s
+    t = torch.arange(n) / 16000
+    tone = (0.5 * torch.sin(2 * math.pi * 440 * t))[None, None]
+    x = torch.cat([tone, _speech_snippet(media_dir, n)])  # (2, 1, n)
+    ac = tiny(seed=1, bf16_inference=False).train()
+    mel, stft = MultiScaleMelLoss(16000), MultiResolutionSTFTLoss()
+
+    def dist() -> torch.Tensor:
+        ac.eval()
+        d = log_mel_distance(ac.decode(ac.encode(x, kbps=None)), x)
+        ac.train()
+        return d
+
+    before = dist()
+    opt = torch.optim.Adam(ac.parameters(), lr=3e-3)
+    for _ in range(250):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = ac(x)
+            loss = mel(out.wav.float(), x) + stft(out.wav.float(), x) + out.commit_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = dist()
+    assert (after < before * 0.7).all(), (before, after)
