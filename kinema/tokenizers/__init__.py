@@ -1,1 +1,2 @@
 """kinema.tokenizers"""
+from kinema.tokenizers.text import TextTokenizer  # noqa: E402,F401
