@@ -71,6 +71,8 @@ class LMConfig:
             raise ConfigError(f"LMConfig.n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if (self.dim // self.n_heads) % 2:
             raise ConfigError(f"head dim {self.dim // self.n_heads} must be even (rotary pairs)")
+        if self.vocab.get("size", self.vocab_size) != self.vocab_size:
+            raise ConfigError(f"LMConfig.vocab_size {self.vocab_size} differs from its vocabulary's size {self.vocab['size']}")
 
     @property
     def head_dim(self) -> int:
@@ -174,7 +176,7 @@ class KinemaLM(nn.Module):
         return save_pretrained(directory, KIND, self.cfg, self.state_dict(), dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, vocab: dict | None = None, vocab_size: int | None = None,
+    def from_pretrained(cls, directory: str | Path, vocab: Any = None, vocab_size: int | None = None,
                         device: torch.device | str = "cpu") -> "KinemaLM":
         """Load a save_pretrained directory; refuse it when its vocabulary is not the tokenizers' one.
 
@@ -182,6 +184,10 @@ class KinemaLM(nn.Module):
         mismatch raises CheckpointError naming both sizes.
         """
         cfg, state = load_pretrained(directory, LMConfig, KIND)
+        if vocab is not None and hasattr(vocab, "to_dict"):  # a kinema.lm.vocab.Vocab
+            vocab = vocab.to_dict()
+        if vocab is not None and vocab_size is None and "size" in vocab:
+            vocab_size = vocab["size"]
         if vocab_size is not None and int(vocab_size) != cfg.vocab_size:
             raise CheckpointError(
                 f"LM checkpoint {directory} has a vocabulary of {cfg.vocab_size} ids but the tokenizers "
