@@ -3,20 +3,31 @@
     clip = read_video("in.mp4", fps=8, size=(128, 128))   # Clip(frames, fps, audio, sample_rate)
     write_video("out.mp4", clip)                           # H.264 yuv420p + AAC, atomic
 
-Frame-rate resampling is by timestamps: output frame k shows the source frame on screen at time
-``start + k / fps``. Resizing keeps the aspect ratio, then centre-crops ("crop") or pads ("pad")
-to the requested size. Audio is decoded packet by packet; a damaged packet is skipped (counted in
-``Clip.skipped_packets``) instead of failing the whole file. Everything a user's file can do wrong
-raises :class:`kinema.errors.MediaError`.
+Time. Every stream is placed on one timeline whose zero is the container's start time. Output
+frame k of ``read_video`` is the decoded frame whose timestamp is nearest to ``start + k / fps``
+(frames are put back in presentation order first, so packed B-frames and variable frame rate
+files come out right); the audio returned covers exactly ``[start, start + T / fps)`` and every
+decoded audio frame is placed by its own timestamp, so a skipped packet leaves silence instead
+of shifting the rest out of sync.
+
+Damage. Everything a user's file can do wrong raises :class:`kinema.errors.MediaError` naming
+the file. Damage confined to single packets is recovered automatically: an undecodable audio
+packet (``Megamind.avi`` has one) becomes silence; a few undecodable video packets are skipped
+(the previous frame is held). Both are counted in ``Clip.skipped_packets``. A file that cannot be
+read to its end (truncated, unreadable container data) or has many damaged video packets raises
+MediaError unless ``recover=True``, which returns the readable part. Loops are bounded by the
+number of packets in the file and ``MAX_BAD_PACKETS``.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -26,6 +37,8 @@ from kinema.errors import MediaError, ResourceError
 
 MAX_DECODE_BYTES = 8 << 30  # refuse decodes whose uint8 frames would exceed 8 GiB
 MAX_BAD_PACKETS = 1000  # give up on a stream after this many undecodable packets
+REORDER = 16  # frames held to put decoder output back in presentation order
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
 @dataclass
@@ -56,6 +69,20 @@ class Clip:
         return (self.frames.permute(3, 0, 1, 2).float() / 127.5 - 1.0).unsqueeze(0)
 
 
+@dataclass
+class _Stats:
+    """What went wrong (or looked odd) while decoding one stream."""
+
+    packets: int = 0
+    bad: int = 0
+    read_error: str | None = None  # container-level failure: truncated or unreadable data
+    out_of_order: int = 0  # frames the decoder returned before an earlier-timestamped one
+    frames: int = 0
+    first_time: float | None = None
+    last_time: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
 # ----------------------------------------------------------------------------- helpers
 def _open(path: str | Path):
     path = Path(path)
@@ -69,15 +96,23 @@ def _open(path: str | Path):
         return av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
         raise MediaError(f"{path}: not a media file FFmpeg can read ({e.__class__.__name__}: {e})") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise MediaError(f"{path}: cannot open ({e})") from None
+
+
+def _origin(container) -> float:
+    """Time zero of the file, in seconds (the container's start time when positive)."""
+    st = container.start_time
+    return max(0.0, st / 1e6) if st is not None else 0.0
 
 
 def _fit(src_w: int, src_h: int, size: tuple[int, int], mode: str) -> tuple[int, int]:
     """Scaled (w, h) keeping aspect ratio so the result covers ("crop") or fits in ("pad") size."""
     w, h = size
     scale = (max if mode == "crop" else min)(w / src_w, h / src_h)
-    return max(1, round(src_w * scale)), max(1, round(src_h * scale))
+    if mode == "crop":
+        return max(w, round(src_w * scale)), max(h, round(src_h * scale))
+    return max(1, min(w, round(src_w * scale))), max(1, min(h, round(src_h * scale)))
 
 
 def _crop_or_pad(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -96,161 +131,230 @@ def _crop_or_pad(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         top, left = (h - H) // 2, (w - W) // 2
         out[top : top + H, left : left + W] = img
         img = out
-    return img
+    return np.ascontiguousarray(img)
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str = "crop") -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> uint8 (T, size[1], size[0], 3), aspect kept, then crop or pad."""
+    """uint8 (T, H, W, 3) -> uint8 (T, size[1], size[0], 3): aspect kept, then centre-crop or pad."""
     if mode not in ("crop", "pad"):
         raise ValueError(f"resize mode must be 'crop' or 'pad', got {mode!r}")
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got shape {tuple(frames.shape)}")
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"size must be (width, height) with positive values, got {size}")
     T, H, W, _ = frames.shape
     if (W, H) == tuple(size):
         return frames
     sw, sh = _fit(W, H, size, mode)
-    x = frames.permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-    x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return torch.from_numpy(np.stack([_crop_or_pad(f, size) for f in x]))
+    out = []
+    for i in range(0, T, 32):  # chunks keep the float copy small
+        x = frames[i : i + 32].permute(0, 3, 1, 2).float()  # (t, 3, H, W)
+        x = torch.nn.functional.interpolate(x, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (t, sh, sw, 3)
+        out.extend(_crop_or_pad(f, size) for f in x)
+    return torch.from_numpy(np.stack(out))
 
 
 def _frame_to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None, mode: str) -> np.ndarray:
     if size is None:
         return frame.to_ndarray(format="rgb24")
     sw, sh = _fit(frame.width, frame.height, size, mode)
-    return _crop_or_pad(frame.reformat(width=sw, height=sh, format="rgb24").to_ndarray(), size)
+    interp = "AREA" if sw < frame.width else "BICUBIC"
+    return _crop_or_pad(frame.reformat(width=sw, height=sh, format="rgb24", interpolation=interp).to_ndarray(), size)
 
 
-# ----------------------------------------------------------------------------- reading
-def _read_frames(path, container, fps, size, mode, start, duration, recover) -> tuple[np.ndarray, float, int]:
-    vs = container.streams.video[0]
-    vs.thread_type = "AUTO"
-    src_fps = float(vs.average_rate or vs.guessed_rate or 0) or 25.0
-    out_fps = float(fps) if fps else src_fps
-    end = start + duration if duration is not None else math.inf
-    if size is not None:
-        bytes_per_frame = size[0] * size[1] * 3
-    else:
-        bytes_per_frame = max(1, vs.codec_context.width * vs.codec_context.height * 3)
-    stream_dur = float(vs.duration * vs.time_base) if vs.duration else (container.duration or 0) / 1e6
-    expect = (min(end, stream_dur or math.inf) - start) * out_fps
-    if math.isfinite(expect) and expect * bytes_per_frame > MAX_DECODE_BYTES:
-        raise ResourceError(
-            f"{path}: decoding {expect:.0f} frames would need {expect * bytes_per_frame / 2**30:.1f} GiB "
-            f"(limit {MAX_DECODE_BYTES / 2**30:.0f} GiB); ask for a window (start/duration) or a smaller size"
-        )
-    if start > 0:
-        try:
-            container.seek(int(start / vs.time_base), stream=vs, backward=True, any_frame=False)
-        except av.FFmpegError:
-            container.seek(0)
-    out: list[np.ndarray] = []
-    prev = None  # (time, av.VideoFrame) of the frame on screen
-    cache: tuple[int, np.ndarray] | None = None
-    bad = 0
-
-    def emit_until(t_limit: float) -> None:
-        """Emit the on-screen frame for every target time before t_limit (and before end)."""
-        nonlocal cache
-        while True:
-            target = start + len(out) / out_fps
-            if target >= t_limit - 1e-9 or target >= end - 1e-9:
-                return
-            if cache is None or cache[0] != id(prev[1]):
-                cache = (id(prev[1]), _frame_to_rgb(prev[1], size, mode))
-            out.append(cache[1])
-            if len(out) * bytes_per_frame > MAX_DECODE_BYTES:
-                raise ResourceError(f"{path}: decoded frames exceed {MAX_DECODE_BYTES / 2**30:.0f} GiB")
-
-    packets = container.demux(vs)
-    done = False
-    while not done:
-        try:
-            packet = next(packets)
-            frames = packet.decode()
-        except StopIteration:
-            break
-        except av.FFmpegError as e:
-            bad += 1
-            if not recover and not out and prev is None:
-                raise MediaError(f"{path}: damaged video stream ({e}); pass recover=True to keep what is readable") from None
-            if bad > MAX_BAD_PACKETS:
-                break
-            continue
-        for frame in frames:
-            t = float(frame.time) if frame.time is not None else (prev[0] + 1.0 / src_fps if prev else 0.0)
-            if prev is None:
-                prev = (min(t, start), frame)
-            emit_until(t)
-            if t >= end - 1e-9:
-                done = True
-                break
-            prev = (t, frame)
-    if prev is not None:
-        emit_until(prev[0] + 1.0 / src_fps)
-    if not out:
-        if bad:
-            raise MediaError(f"{path}: video stream is damaged; no frame could be decoded")
-        raise MediaError(f"{path}: no video frames in the requested window (start={start}, duration={duration})")
-    return np.stack(out), out_fps, bad
-
-
-def _read_audio_stream(path, container, sample_rate, mono, start, duration) -> tuple[np.ndarray, int, int]:
-    ast = container.streams.audio[0]
-    rate = int(sample_rate or ast.rate or ast.codec_context.sample_rate or 16000)
-    channels = ast.codec_context.channels or 1
-    layout = "mono" if (mono or channels == 1) else "stereo"
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-    if start > 0:
-        try:
-            container.seek(int(start / ast.time_base), stream=ast, backward=True)
-        except av.FFmpegError:
-            container.seek(0)
-    chunks: list[np.ndarray] = []
-    first_time: float | None = None
-    bad = 0
-    end = start + duration if duration is not None else math.inf
-    packets = container.demux(ast)
+def _packets(container, stream, stats: _Stats) -> Iterator[list]:
+    """Decoded frames packet by packet; damaged packets are counted and skipped (bounded)."""
+    packets = container.demux(stream)
     while True:
         try:
             packet = next(packets)
         except StopIteration:
-            break
-        except av.FFmpegError:
-            bad += 1
-            if bad > MAX_BAD_PACKETS:
-                break
-            continue
+            return
+        except (av.FFmpegError, OSError) as e:  # the container itself cannot be read further
+            stats.read_error = f"{e.__class__.__name__}: {e}"
+            return
+        stats.packets += 1
         try:
-            decoded = packet.decode()
-        except av.FFmpegError:  # a damaged packet: skip it, keep the rest
-            bad += 1
-            if bad > MAX_BAD_PACKETS:
-                break
-            continue
-        for frame in decoded:
-            if first_time is None:
-                first_time = float(frame.time) if frame.time is not None else 0.0
-            frame.pts = None
-            for rf in resampler.resample(frame):
-                chunks.append(rf.to_ndarray())
-        if first_time is not None and first_time + sum(c.shape[1] for c in chunks) / rate > end + 0.5:
+            yield packet.decode()
+        except (av.FFmpegError, ValueError) as e:
+            stats.bad += 1
+            if len(stats.errors) < 3:
+                stats.errors.append(str(e))
+            if stats.bad > MAX_BAD_PACKETS:
+                stats.read_error = f"gave up after {stats.bad} undecodable packets"
+                return
+
+
+def _video_frames(container, vs, stats: _Stats) -> Iterator[tuple[float, int, av.VideoFrame]]:
+    """(time s, seq, frame) in presentation order, via a small reorder heap."""
+    src_dt = 1.0 / _src_fps(vs)
+    heap: list = []
+    seq, last_t = 0, None
+    for frames in _packets(container, vs, stats):
+        for f in frames:
+            t = float(f.time) if f.time is not None else (last_t + src_dt if last_t is not None else 0.0)
+            if last_t is not None and t < last_t:
+                stats.out_of_order += 1
+            last_t = t if last_t is None else max(t, last_t)
+            stats.first_time = t if stats.first_time is None else min(t, stats.first_time)
+            stats.last_time = last_t
+            stats.frames += 1
+            heapq.heappush(heap, (t, seq, f))
+            seq += 1
+            if len(heap) > REORDER:
+                yield heapq.heappop(heap)
+    while heap:
+        yield heapq.heappop(heap)
+
+
+def _src_fps(vs) -> float:
+    return float(vs.average_rate or vs.guessed_rate or vs.base_rate or 0) or 25.0
+
+
+# ----------------------------------------------------------------------------- reading
+def _read_frames(path, container, fps, size, mode, start, duration, recover) -> tuple[np.ndarray, float, _Stats]:
+    vs = container.streams.video[0]
+    vs.thread_type = "AUTO"
+    src_fps = _src_fps(vs)
+    out_fps = float(fps) if fps else src_fps
+    t0 = _origin(container) + start
+    end = t0 + duration if duration is not None else math.inf
+    w, h = size if size is not None else (vs.codec_context.width, vs.codec_context.height)
+    frame_bytes = max(1, w * h * 3)
+    declared = float(vs.duration * vs.time_base) if vs.duration else (container.duration or 0) / 1e6
+    expect = (min(duration if duration is not None else math.inf, max(declared - start, 0.0) or math.inf)) * out_fps
+    if math.isfinite(expect) and expect * frame_bytes > MAX_DECODE_BYTES:
+        raise ResourceError(
+            f"{path}: decoding ~{expect:.0f} frames of {w}x{h} would need {expect * frame_bytes / 2**30:.1f} GiB, "
+            f"over the {MAX_DECODE_BYTES / 2**30:.0f} GiB limit (kinema.media.MAX_DECODE_BYTES); "
+            "ask for a shorter window (start/duration), a lower fps or a smaller size")
+    if start > 0:
+        try:
+            container.seek(int(t0 / vs.time_base), stream=vs, backward=True, any_frame=False)
+        except (av.FFmpegError, OverflowError):
+            container.seek(0)
+    stats = _Stats()
+    out: list[np.ndarray] = []
+    cache: tuple[int, np.ndarray] | None = None
+
+    def emit(item) -> None:
+        nonlocal cache
+        if cache is None or cache[0] != item[1]:
+            cache = (item[1], _frame_to_rgb(item[2], size, mode))
+        out.append(cache[1])
+        if len(out) * frame_bytes > MAX_DECODE_BYTES:
+            raise ResourceError(f"{path}: decoded frames exceed the {MAX_DECODE_BYTES / 2**30:.0f} GiB limit "
+                                "(kinema.media.MAX_DECODE_BYTES); ask for a shorter window or a smaller size")
+
+    prev = None  # the latest (t, seq, frame) before the next target time
+    for item in _video_frames(container, vs, stats):
+        t = item[0]
+        if prev is not None and t <= prev[0]:
+            continue  # duplicate timestamp
+        while (target := t0 + len(out) / out_fps) < end and t >= target - 1e-9:
+            nearer_prev = prev is not None and (target - prev[0]) <= (t - target) + 1e-6  # ties: earlier
+            emit(prev if nearer_prev else item)
+        if t0 + len(out) / out_fps >= end:
             break
-    for rf in resampler.resample(None):
-        chunks.append(rf.to_ndarray())
-    if not chunks:
-        return np.zeros((1 if layout == "mono" else 2, 0), np.float32), rate, bad
-    wav = np.concatenate(chunks, axis=1).astype(np.float32)
-    offset = int(round(((start - (first_time or 0.0)) * rate)))
-    if offset > 0:
-        wav = wav[:, offset:]
-    elif offset < 0:  # audio starts after the requested start: pad silence to keep sync
-        wav = np.concatenate([np.zeros((wav.shape[0], -offset), np.float32), wav], axis=1)
-    if math.isfinite(end):
-        n = int(round((end - start) * rate))
-        wav = wav[:, :n] if wav.shape[1] >= n else np.pad(wav, ((0, 0), (0, n - wav.shape[1])))
-    return np.clip(wav, -1.0, 1.0), rate, bad
+        prev = item
+    if prev is not None:  # the last frame stays on screen for one source frame duration
+        src_end = min(end, prev[0] + 1.0 / src_fps)
+        while t0 + len(out) / out_fps < src_end - 1e-9:
+            emit(prev)
+    if not out:
+        if stats.bad or stats.read_error:
+            raise MediaError(f"{path}: video stream is damaged, no frame could be decoded "
+                             f"({stats.read_error or stats.errors[0] if stats.errors else 'undecodable'})")
+        raise MediaError(f"{path}: no video frames in the requested window (start={start}, duration={duration})")
+    if not recover:
+        _check_damage(path, stats, declared, start, duration, len(out) / out_fps)
+    return np.stack(out), out_fps, stats
+
+
+def _check_damage(path, stats: _Stats, declared: float, start: float, duration, got: float) -> None:
+    """Raise MediaError for damage beyond single packets (callers skip this when recover=True)."""
+    hint = f"pass recover=True to keep the readable {got:.2f} s"
+    if stats.read_error:
+        raise MediaError(f"{path}: file is truncated or damaged, reading stopped after "
+                         f"{(stats.last_time or 0):.2f} s ({stats.read_error}); {hint}")
+    if stats.bad > max(3, 0.05 * stats.packets):
+        raise MediaError(f"{path}: {stats.bad} of {stats.packets} video packets are damaged "
+                         f"(first: {stats.errors[0] if stats.errors else '?'}); {hint}")
+    wanted = declared - start if duration is None else min(duration, declared - start)
+    if declared > 0 and wanted - got > max(1.0, 0.1 * wanted):
+        raise MediaError(f"{path}: file ends early (declares {declared:.2f} s, video stops at "
+                         f"{start + got:.2f} s): truncated? {hint}")
+
+
+def _to_float(frame: av.AudioFrame, resampler, channels: int) -> np.ndarray:
+    """One decoded audio frame -> float32 (C, n) at its own rate."""
+    frame.pts = None
+    parts = [rf.to_ndarray() for rf in resampler.resample(frame)]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((channels, 0), np.float32)
+
+
+def _read_audio_window(container, t0: float, t1: float, stats: _Stats) -> tuple[np.ndarray, int]:
+    """float32 (C, N) covering [t0, t1) at the stream's own rate; each frame placed by timestamp."""
+    ast = container.streams.audio[0]
+    rate = int(ast.codec_context.sample_rate or ast.rate or 0)
+    if rate <= 0:
+        raise MediaError("audio stream declares no sample rate")
+    channels = ast.codec_context.channels or 1
+    layout = "mono" if channels == 1 else "stereo"  # more than two channels: FFmpeg's stereo downmix
+    C = 1 if layout == "mono" else 2
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    if t0 > 0.5:
+        try:
+            container.seek(int((t0 - 0.5) / ast.time_base), stream=ast, backward=True)
+        except (av.FFmpegError, OverflowError):
+            container.seek(0)
+    tol = max(1, rate // 100)  # timestamps within 10 ms of contiguous are treated as contiguous
+    chunks: list[tuple[int, np.ndarray]] = []
+    next_idx: int | None = None
+    done = False
+    for frames in _packets(container, ast, stats):
+        for f in frames:
+            t = float(f.time) if f.time is not None else None
+            idx = round((t - t0) * rate) if t is not None else (next_idx or 0)
+            if next_idx is not None and abs(idx - next_idx) <= tol:
+                idx = next_idx
+            arr = _to_float(f, resampler, C)
+            stats.first_time = t if stats.first_time is None else stats.first_time
+            next_idx = idx + arr.shape[1]
+            if next_idx > 0:
+                chunks.append((idx, arr))
+            if t is not None and t > t1 + 0.5:
+                done = True
+        if done:
+            break
+    n = round((t1 - t0) * rate) if math.isfinite(t1) else max([i + a.shape[1] for i, a in chunks] or [0])
+    wav = np.zeros((C, n), np.float32)
+    for idx, arr in chunks:
+        a, b = max(idx, 0), min(idx + arr.shape[1], n)
+        if b > a:
+            wav[:, a:b] = arr[:, a - idx : b - idx]
+    return np.clip(wav, -1.0, 1.0), rate
+
+
+def _finish_audio(wav: np.ndarray, rate: int, sample_rate: int | None, mono: bool, n_out: int | None):
+    """Downmix, resample (torchaudio) and fix the length of a decoded window."""
+    x = torch.from_numpy(wav)
+    if mono and x.shape[0] > 1:
+        x = x.mean(0, keepdim=True)
+    if sample_rate and int(sample_rate) != rate:
+        import torchaudio.functional as AF
+
+        x = AF.resample(x, rate, int(sample_rate)).clamp(-1, 1)
+        rate = int(sample_rate)
+    if n_out is not None:
+        x = x[:, :n_out] if x.shape[1] >= n_out else torch.nn.functional.pad(x, (0, n_out - x.shape[1]))
+    return x.contiguous(), rate
+
+
+def _check_rate(sample_rate) -> None:
+    if sample_rate is not None and (int(sample_rate) != sample_rate or not 1000 <= sample_rate <= 384000):
+        raise ValueError(f"sample_rate must be an integer between 1000 and 384000 Hz, got {sample_rate}")
 
 
 def read_video(
@@ -265,59 +369,74 @@ def read_video(
     recover: bool = False,
     resize_mode: str = "crop",
 ) -> Clip:
-    """Decode ``path`` into a :class:`Clip`.
+    """Decode ``path`` into a :class:`Clip` (see the module docstring for time and damage rules).
 
-    fps: output frame rate (resampled by timestamps); None keeps the source rate.
-    size: (width, height); aspect kept, then centre-crop or pad (``resize_mode``).
-    start/duration: the window in seconds; only that window is decoded.
-    recover: return the readable part of a damaged video stream instead of raising.
+    fps: output frame rate, resampled by timestamps (nearest frame); None keeps the source rate.
+    size: (width, height); aspect kept, then centre-crop ("crop") or black bars ("pad").
+    start/duration: the window in seconds; only that window is decoded (seek + early stop).
+    sample_rate/mono: resample (torchaudio) / average the channels of the audio.
+    recover: return the readable part of a truncated or badly damaged file instead of raising.
     """
-    if fps is not None and not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if start < 0 or (duration is not None and duration <= 0):
+    if fps is not None and not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
+        raise ValueError(f"fps must be a number in (0, 1000], got {fps!r}")
+    if not start >= 0 or (duration is not None and not duration > 0):
         raise ValueError(f"start must be >= 0 and duration > 0, got start={start}, duration={duration}")
     if size is not None and (len(size) != 2 or min(size) <= 0):
         raise ValueError(f"size must be (width, height) with positive values, got {size}")
     if resize_mode not in ("crop", "pad"):
         raise ValueError(f"resize_mode must be 'crop' or 'pad', got {resize_mode!r}")
+    _check_rate(sample_rate)
+    size = (int(size[0]), int(size[1])) if size is not None else None
     with _open(path) as container:
         if not container.streams.video:
-            raise MediaError(f"{path}: has no video stream")
-        try:
-            frames, out_fps, bad_v = _read_frames(path, container, fps, size, resize_mode, start, duration, recover)
-        except av.FFmpegError as e:
-            raise MediaError(f"{path}: damaged video ({e})") from None
+            raise MediaError(f"{path}: has no video stream (use read_audio for audio files)")
+        frames, out_fps, vstats = _read_frames(path, container, fps, size, resize_mode, start, duration, recover)
+        origin, has_audio = _origin(container), bool(container.streams.audio)
     wav, rate, bad_a = None, None, 0
-    if audio:
-        with _open(path) as container:
-            if container.streams.audio:
-                dur = duration if duration is not None else len(frames) / out_fps
-                arr, rate, bad_a = _read_audio_stream(path, container, sample_rate, mono, start, dur)
-                wav = torch.from_numpy(arr)
-    return Clip(torch.from_numpy(frames), out_fps, wav, rate, skipped_packets=bad_v + bad_a)
+    if audio and has_audio:
+        with _open(path) as container:  # a second demux pass: the video pass may have stopped early
+            t0 = origin + start
+            t1 = t0 + len(frames) / out_fps
+            astats = _Stats()
+            raw, rate = _read_audio_window(container, t0, t1, astats)
+            n_out = round(len(frames) / out_fps * (sample_rate or rate))
+            wav, rate = _finish_audio(raw, rate, sample_rate, mono, n_out)
+            bad_a = astats.bad
+    return Clip(torch.from_numpy(frames), out_fps, wav, rate, skipped_packets=vstats.bad + bad_a)
 
 
 def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = False) -> tuple[torch.Tensor, int]:
     """Audio of any file FFmpeg reads as float32 (C, N) in [-1, 1], and its sample rate."""
+    _check_rate(sample_rate)
     with _open(path) as container:
         if not container.streams.audio:
             raise MediaError(f"{path}: has no audio stream")
-        try:
-            wav, rate, _ = _read_audio_stream(path, container, sample_rate, mono, 0.0, None)
-        except av.FFmpegError as e:
-            raise MediaError(f"{path}: damaged audio ({e})") from None
-    return torch.from_numpy(wav), rate
+        stats = _Stats()
+        raw, rate = _read_audio_window(container, _origin(container), math.inf, stats)
+    if stats.read_error and raw.shape[1] == 0:
+        raise MediaError(f"{path}: audio cannot be read ({stats.read_error})")
+    if raw.shape[1] == 0 and stats.bad:
+        raise MediaError(f"{path}: audio stream is damaged, nothing could be decoded ({stats.errors[:1]})")
+    n_out = round(raw.shape[1] * (sample_rate or rate) / rate)
+    return _finish_audio(raw, rate, sample_rate, mono, n_out)
 
 
 # ----------------------------------------------------------------------------- writing
 def _tmp_beside(path: Path) -> Path:
+    """A fresh temporary file in the destination's directory (so the final rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=path.parent)
     os.close(fd)
     return Path(tmp)
 
 
-def _audio_frames(wav: np.ndarray, rate: int, layout: str, frame_size: int):
+def _video_frame(img: np.ndarray, pts: int) -> av.VideoFrame:
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+    frame.pts = pts
+    return frame
+
+
+def _audio_frames(wav: np.ndarray, rate: int, layout: str, frame_size: int) -> Iterator[av.AudioFrame]:
     for i in range(0, wav.shape[1], frame_size):
         chunk = np.ascontiguousarray(wav[:, i : i + frame_size], dtype=np.float32)
         frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
@@ -326,52 +445,69 @@ def _audio_frames(wav: np.ndarray, rate: int, layout: str, frame_size: int):
         yield frame
 
 
-def write_video(path: str | Path, clip: Clip, crf: int = 18) -> Path:
-    """Write H.264 (yuv420p) + AAC mp4, playable by ordinary players.
+def _check_wav(wav, what: str) -> torch.Tensor:
+    wav = torch.as_tensor(wav).detach()
+    if wav.ndim == 1:
+        wav = wav[None]
+    if wav.ndim != 2 or wav.shape[0] < 1 or not wav.is_floating_point():
+        raise ValueError(f"{what} must be float (C, N), got {wav.dtype} {tuple(wav.shape)}")
+    wav = wav.float().cpu()
+    if not torch.isfinite(wav).all():
+        raise ValueError(f"{what} contains NaN or inf")
+    if wav.shape[0] > 2:  # keep writers to mono/stereo: average the extra channels into both sides
+        wav = torch.stack([wav[0::2].mean(0), wav[1::2].mean(0)])
+    return wav.clamp(-1, 1)
 
-    Written to a temporary name beside ``path`` and renamed when complete: an interrupted write
-    never leaves a broken file under the requested name. Odd sizes are padded to even.
+
+def write_video(path: str | Path, clip: Clip, crf: int = 18, preset: str = "medium") -> Path:
+    """Write H.264 (yuv420p, +faststart) + AAC mp4 that ordinary players open.
+
+    Written to a temporary name beside ``path`` and renamed when complete: an interrupted or
+    failed write never leaves a file under the requested name (an old one stays untouched).
+    Odd width/height are padded to even by repeating the last row/column. Audio at a rate AAC
+    does not support is resampled to 48 kHz.
     """
     path = Path(path)
-    frames = clip.frames
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(frames)
+    frames = torch.as_tensor(clip.frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8 or frames.shape[0] == 0:
         raise ValueError(f"clip.frames must be non-empty uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-    if not clip.fps or clip.fps <= 0:
-        raise ValueError(f"clip.fps must be positive, got {clip.fps}")
-    arr = frames.numpy()
+    if not (isinstance(clip.fps, (int, float)) and 0 < clip.fps <= 1000):
+        raise ValueError(f"clip.fps must be in (0, 1000], got {clip.fps!r}")
+    if not 0 <= int(crf) <= 51:
+        raise ValueError(f"crf must be in [0, 51], got {crf}")
+    arr = frames.cpu().numpy()
     T, H, W, _ = arr.shape
     if H % 2 or W % 2:
         arr = np.pad(arr, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
+    wav, rate = None, None
+    if clip.audio is not None and torch.as_tensor(clip.audio).numel() > 0:
+        if not clip.sample_rate or clip.sample_rate <= 0:
+            raise ValueError(f"clip.audio is set but clip.sample_rate is {clip.sample_rate!r}")
+        x, rate = _check_wav(clip.audio, "clip.audio"), int(clip.sample_rate)
+        if rate not in AAC_RATES:
+            x, rate = _finish_audio(x.numpy(), rate, 48000, False, None)
+        wav = x.numpy()
     tmp = _tmp_beside(path)
     try:
-        with av.open(str(tmp), "w", format="mp4") as out:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
             vs = out.add_stream("libx264", rate=Fraction(clip.fps).limit_denominator(1001))
             vs.width, vs.height = arr.shape[2], arr.shape[1]
             vs.pix_fmt = "yuv420p"
-            vs.options = {"crf": str(crf), "preset": "veryfast"}
-            a_stream = None
-            if clip.audio is not None and clip.sample_rate and clip.audio.numel() > 0:
-                wav = clip.audio.detach().float().clamp(-1, 1).numpy()
-                if wav.ndim == 1:
-                    wav = wav[None]
+            vs.options = {"crf": str(int(crf)), "preset": preset}
+            ast = None
+            if wav is not None:
                 layout = "mono" if wav.shape[0] == 1 else "stereo"
-                wav = wav[:2]
-                a_stream = out.add_stream("aac", rate=int(clip.sample_rate), layout=layout)
-            for i, img in enumerate(arr):
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts = i
-                for packet in vs.encode(frame):
+                ast = out.add_stream("aac", rate=rate, layout=layout)
+            for i, img in enumerate(arr):  # img (H, W, 3)
+                for packet in vs.encode(_video_frame(img, i)):
                     out.mux(packet)
             for packet in vs.encode(None):
                 out.mux(packet)
-            if a_stream is not None:
-                size = a_stream.codec_context.frame_size or 1024
-                for frame in _audio_frames(wav, int(clip.sample_rate), layout, size):
-                    for packet in a_stream.encode(frame):
+            if ast is not None:
+                for frame in _audio_frames(wav, rate, layout, ast.codec_context.frame_size or 1024):
+                    for packet in ast.encode(frame):
                         out.mux(packet)
-                for packet in a_stream.encode(None):
+                for packet in ast.encode(None):
                     out.mux(packet)
         os.replace(tmp, path)
     except BaseException:
@@ -380,52 +516,102 @@ def write_video(path: str | Path, clip: Clip, crf: int = 18) -> Path:
     return path
 
 
+_AUDIO_CODECS = {".wav": ("wav", "pcm_s16le"), ".flac": ("flac", "flac"), ".m4a": ("mp4", "aac"),
+                 ".aac": ("adts", "aac"), ".mp3": ("mp3", "libmp3lame"), ".ogg": ("ogg", "libvorbis"),
+                 ".opus": ("ogg", "libopus")}
+
+
 def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int) -> Path:
-    """Write float (C, N) audio; the container follows the suffix (.wav is 16-bit PCM). Atomic."""
+    """Write float (C, N) audio in [-1, 1]; the suffix picks the format (.wav: 16-bit PCM). Atomic."""
     path = Path(path)
-    wav = torch.as_tensor(wav).detach().float()
-    if wav.ndim == 1:
-        wav = wav[None]
-    if wav.ndim != 2 or wav.shape[0] not in (1, 2):
-        raise ValueError(f"wav must be (C, N) with C in (1, 2), got {tuple(wav.shape)}")
-    if not torch.isfinite(wav).all():
-        raise ValueError("wav contains NaN or inf")
-    arr = wav.clamp(-1, 1).numpy()
+    if path.suffix.lower() not in _AUDIO_CODECS:
+        raise ValueError(f"{path}: unsupported audio suffix; use one of {sorted(_AUDIO_CODECS)}")
+    if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
+        raise ValueError(f"sample_rate must be an integer between 1000 and 384000 Hz, got {sample_rate!r}")
+    arr = _check_wav(wav, "wav").numpy()
     layout = "mono" if arr.shape[0] == 1 else "stereo"
-    codec = {".wav": "pcm_s16le", ".flac": "flac", ".mp3": "libmp3lame", ".ogg": "libopus", ".opus": "libopus"}.get(
-        path.suffix.lower(), "aac")
+    fmt, codec = _AUDIO_CODECS[path.suffix.lower()]
+    if codec not in av.codecs_available:
+        raise MediaError(f"{path}: this FFmpeg build has no {codec} encoder")
     tmp = _tmp_beside(path)
     try:
-        with av.open(str(tmp), "w", format={".wav": "wav", ".m4a": "mp4"}.get(path.suffix.lower())) as out:
-            stream = out.add_stream(codec, rate=int(sample_rate), layout=layout)
-            size = stream.codec_context.frame_size or 1024
-            for frame in _audio_frames(arr, int(sample_rate), layout, size):
+        with av.open(str(tmp), "w", format=fmt) as out:
+            stream = out.add_stream(codec, rate=sample_rate, layout=layout)
+            fmt_name = stream.codec_context.format.name if stream.codec_context.format else "fltp"
+            for frame in _audio_frames(arr, sample_rate, layout, stream.codec_context.frame_size or 1024):
+                if fmt_name != "fltp":  # e.g. pcm_s16le wants packed s16: let PyAV convert
+                    frame = av.AudioResampler(format=fmt_name, layout=layout, rate=sample_rate).resample(frame)[0]
                 for packet in stream.encode(frame):
                     out.mux(packet)
             for packet in stream.encode(None):
                 out.mux(packet)
         os.replace(tmp, path)
+    except av.FFmpegError as e:
+        tmp.unlink(missing_ok=True)
+        raise MediaError(f"{path}: cannot write audio ({e})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
 
 
+# ----------------------------------------------------------------------------- describe
 def describe(path: str | Path) -> str:
-    """What read_video sees: container, duration, streams; decodes the file to count frames/audio."""
+    """One paragraph on what read_video sees: container, duration, streams, and any damage.
+
+    Decodes every packet (without converting frames) so damage is found, not guessed.
+    """
     with _open(path) as c:
-        lines = [f"{path}: container {c.format.name}, duration {(c.duration or 0) / 1e6:.2f} s"]
-        has_audio = bool(c.streams.audio)
-        for vs in c.streams.video[:1]:
-            rate = float(vs.average_rate or vs.guessed_rate or 0)
-            lines.append(f"  video: {vs.codec_context.name} {vs.codec_context.width}x{vs.codec_context.height} @ {rate:.3f} fps")
-        for a in c.streams.audio[:1]:
-            lines.append(f"  audio: {a.codec_context.name} {a.rate} Hz, {a.codec_context.channels} channel(s)")
-    clip = read_video(path, audio=has_audio, recover=True)
-    lines.append(f"  decoded: {clip.num_frames} frames ({clip.duration:.2f} s at {clip.fps:.3f} fps), size {clip.size[0]}x{clip.size[1]}")
-    if clip.audio is not None:
-        lines.append(f"  decoded audio: {clip.audio.shape[1]} samples x {clip.audio.shape[0]} ch at {clip.sample_rate} Hz "
-                     f"({clip.audio.shape[1] / clip.sample_rate:.2f} s)")
-    if clip.skipped_packets:
-        lines.append(f"  warning: {clip.skipped_packets} damaged packet(s) skipped")
-    return "\n".join(lines)
+        fmt = c.format.long_name or c.format.name
+        dur = (c.duration or 0) / 1e6
+        parts = [f"{path}: {fmt}, {dur:.2f} s."]
+        notes: list[str] = []
+        vs = c.streams.video[0] if c.streams.video else None
+        v_info = None
+        if vs is not None:
+            cc = vs.codec_context
+            v_info = (cc.name, cc.width, cc.height, _src_fps(vs), vs.frames)
+    if vs is not None:
+        with _open(path) as c, av.logging.Capture() as logs:
+            level = av.logging.get_level()
+            av.logging.set_level(av.logging.WARNING)
+            try:
+                st = _Stats()
+                for _ in _video_frames(c, c.streams.video[0], st):
+                    pass
+            finally:
+                av.logging.set_level(level)
+        name, w, h, fps, declared = v_info
+        span = (st.last_time - st.first_time + 1 / fps) if st.first_time is not None else 0.0
+        parts.append(f"Video: {name} {w}x{h} at {fps:.3f} fps, {st.frames} frames decoded"
+                     + (f" of {declared} declared" if declared and declared != st.frames else "")
+                     + f" spanning {span:.2f} s.")
+        if st.bad:
+            notes.append(f"{st.bad} damaged video packet(s) skipped ({st.errors[0] if st.errors else ''})")
+        if st.read_error:
+            notes.append(f"reading stopped early: {st.read_error} (truncated or damaged file)")
+        if st.out_of_order:
+            notes.append(f"{st.out_of_order} video frame(s) decoded out of timestamp order (reordered)")
+        if st.frames and span * fps > st.frames * 1.2:
+            notes.append(f"sparse timestamps: {st.frames} frames over {span * fps:.0f} frame slots (frames repeat)")
+        warn = sorted({m.strip().splitlines()[0] for lvl, _, m in logs if lvl <= av.logging.WARNING})
+        if warn:
+            notes.append("FFmpeg warnings: " + "; ".join(warn[:3]))
+    else:
+        parts.append("No video stream.")
+    with _open(path) as c:
+        if c.streams.audio:
+            a = c.streams.audio[0]
+            ast = _Stats()
+            raw, rate = _read_audio_window(c, _origin(c), math.inf, ast)
+            parts.append(f"Audio: {a.codec_context.name} {rate} Hz, {a.codec_context.channels} channel(s), "
+                         f"{raw.shape[1] / rate:.2f} s decoded.")
+            if ast.bad:
+                notes.append(f"{ast.bad} damaged audio packet(s) replaced by silence ({ast.errors[0] if ast.errors else ''})")
+            if ast.read_error:
+                notes.append(f"audio reading stopped early: {ast.read_error}")
+        else:
+            parts.append("No audio stream.")
+    if notes:
+        parts.append("DAMAGE/ANOMALIES: " + "; ".join(notes) + ".")
+    return " ".join(parts)
