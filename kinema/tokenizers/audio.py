@@ -49,8 +49,10 @@ class AudioCodecConfig:
     codebook_size: int = 1024
     quantize_dropout: bool = True
     commitment_weight: float = 1.0
-    ema_decay: float = 0.95
-    dead_code_threshold: float = 2.0
+    ema_decay: float = 0.99
+    # EMA usage below which a code is re-seeded from the batch; keep it well under
+    # (frames per batch) / codebook_size or codes churn every step
+    dead_code_threshold: float = 0.02
     kmeans_init: bool = True
     bf16_inference: bool = True  # encode/decode under bf16 autocast on CPU (~3x faster); quantizer stays fp32
 
@@ -62,7 +64,7 @@ class AudioCodecConfig:
         if name == "tiny":
             return AudioCodecConfig(
                 channels=8, mults=(1, 2, 4), strides=(4, 5), dilations=(1, 3), latent_dim=16,
-                num_quantizers=4, codebook_size=64, kmeans_init=False,
+                num_quantizers=4, codebook_size=64, kmeans_init=False, ema_decay=0.95, dead_code_threshold=2.0,
             )
         raise ValueError(f"unknown audio codec preset {name!r}; known: tiny, small")
 

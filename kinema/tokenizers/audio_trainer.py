@@ -1,7 +1,7 @@
 """Training loop for the audio codec: data, losses, GAN schedule, resumable checkpoints.
 
 Objective after SoundStream (arXiv 2107.03312) / EnCodec (arXiv 2210.13438): multi-scale mel L1 +
-multi-resolution STFT + RVQ commitment, and from ``adv_start`` on a hinge adversarial loss from a
+multi-resolution STFT + time-domain L1 + RVQ commitment, and from ``adv_start`` on a hinge adversarial loss from a
 multi-scale STFT discriminator plus feature matching. bf16 autocast on CPU for the conv nets; the
 quantizer runs in fp32. Resumes from the newest verified checkpoint in ``run_dir/checkpoints``.
 """
@@ -50,6 +50,7 @@ class AudioTrainLoopConfig:
     mel_weight: float = 1.0
     stft_weight: float = 1.0
     commit_weight: float = 1.0
+    wave_weight: float = 1.0  # time-domain L1 (EnCodec's l_t), keeps phase coherent
     adv_weight: float = 0.1
     fm_weight: float = 1.0
     grad_clip: float = 1.0
@@ -248,7 +249,8 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
             out = model(x)
             y = out.wav.float()
             l_mel, l_stft = mel_loss(y, x), stft_loss(y, x)
-            loss = tc.mel_weight * l_mel + tc.stft_weight * l_stft + tc.commit_weight * out.commit_loss
+            l_wave = (y - x).abs().mean()
+            loss = tc.mel_weight * l_mel + tc.stft_weight * l_stft + tc.wave_weight * l_wave + tc.commit_weight * out.commit_loss
             l_g = l_fm = torch.zeros(())
             if adv:
                 fake_logits, fake_feats = disc(y)
@@ -275,7 +277,7 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
         step += 1
         bar.update(1)
         if step % tc.log_every == 0:
-            vals = dict(loss=loss.item(), mel_loss=l_mel.item(), stft_loss=l_stft.item(), commit_loss=float(out.commit_loss),
+            vals = dict(loss=loss.item(), mel_loss=l_mel.item(), stft_loss=l_stft.item(), wave_loss=l_wave.item(), commit_loss=float(out.commit_loss),
                         g_loss=float(l_g), fm_loss=float(l_fm), d_loss=float(l_d))
             log.log(step, **vals)
             bar.set_postfix(mel=f"{vals['mel_loss']:.3f}", stft=f"{vals['stft_loss']:.3f}")
