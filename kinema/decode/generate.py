@@ -113,6 +113,8 @@ def generate(
     pos_l = ([torch.arange(v.numel()) for v in ids_l] if prefix_positions is None
              else _as_list(prefix_positions, "prefix_positions"))
     B = len(ids_l)
+    if any(int(v.numel()) == 0 for v in ids_l):
+        raise ValueError("an empty prompt cannot be decoded from (it needs at least <bos> and a task token)")
     bounds, out_pos = _plan_parts(plan, B, pos_l)
     bounds[:, 1] = torch.where(bounds[:, 1] < 0, V, bounds[:, 1])
     if int(bounds.min()) < 0 or int(bounds[:, 1].max()) > V or bool((bounds[:, 1] <= bounds[:, 0]).any()):
@@ -162,9 +164,10 @@ def generate(
                 j += 1
             out[:, i:j] = torch.tensor(lo[i:j], device=device)
         else:
-            step = constrain(logits.float(), lo[i], hi[i])  # (R, V)
+            step = logits.float()  # (R, V)
             if use_cfg:
-                step = cfg_mix(step[:B], step[B:], guidance_scale)
+                step = cfg_mix(step[:B], step[B:], guidance_scale)  # (B, V)
+            step = constrain(step, lo[i], hi[i])
             out[:, i] = sample(step, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             j = i + 1
         bar.update(j - i)

@@ -15,10 +15,15 @@ NEG_INF = float("-inf")
 
 
 def cfg_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """uncond + scale * (cond - uncond); scale 1 gives the conditional logits, 0 the unconditional."""
+    """uncond + scale * (cond - uncond); scale 1 gives the conditional logits, 0 the unconditional.
+
+    Ids masked out (-inf) in either input stay masked, never NaN.
+    """
     if scale == 1.0:
         return cond
-    return uncond + scale * (cond - uncond)
+    mixed = uncond + scale * (cond - uncond)
+    masked = torch.isneginf(cond) | torch.isneginf(uncond)
+    return mixed.masked_fill(masked, NEG_INF)
 
 
 def constrain(logits: torch.Tensor, lo: int | torch.Tensor, hi: int | torch.Tensor) -> torch.Tensor:
