@@ -1,0 +1,257 @@
+"""LM training data from token shards: task layouts built on the fly, length-grouped batches, collate.
+
+* :class:`TokenShardDataset` turns each stored sample into one :class:`~kinema.lm.layout.Sequence`,
+  choosing its task from a weighted mix every epoch (deterministic in ``(seed, epoch, index)``,
+  so a resumed run sees the same data) and dropping the text ~10% of the time for classifier-free
+  guidance (Ho & Salimans, 2022).
+* :class:`LengthGroupedBatchSampler` groups samples of similar length (shuffle, cut into
+  mega-batches, sort each by length, split into batches, shuffle the batches), the scheme of
+  Hugging Face's ``LengthGroupedSampler``, so a batch wastes little compute on padding.
+* :func:`collate` right-pads with ``vocab.pad`` and returns what ``KinemaLM.forward`` takes.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence as Seq
+
+import numpy as np
+import torch
+
+from kinema.lm import layout
+from kinema.lm.layout import Sequence
+from kinema.lm.shards import TokenShards
+from kinema.lm.vocab import Vocab
+
+DEFAULT_TASKS = {"t2v": 0.4, "t2i": 0.1, "i2v": 0.1, "continue": 0.1, "extend_back": 0.05, "bridge": 0.05,
+                 "v2a": 0.05, "a2v": 0.05, "t2va": 0.1}
+NEEDS_AUDIO = {"v2a", "a2v", "t2va"}
+MIN_FRAMES = {"i2v": 2, "continue": 2, "extend_back": 2, "bridge": 3}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How sample ``i`` is laid out this epoch."""
+
+    task: str
+    drop_text: bool
+    frames: int          # latent video frames kept (cropped from the start)
+    cut: tuple[int, ...]  # frame split points for i2v/continue/extend_back/bridge
+
+
+class TokenShardDataset(torch.utils.data.Dataset):
+    """Samples of a shard directory as task layouts. Shards must hold a ``video`` array (t, h, w)
+    and may hold ``audio`` (Q, n); text ids come from the index."""
+
+    def __init__(self, shards: TokenShards | str, vocab: Vocab, tasks: dict[str, float] | Seq[str] | None = None,
+                 drop_text_prob: float = 0.1, max_text_tokens: int = 64, max_video_frames: int | None = None,
+                 seed: int = 0):
+        self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
+        self.vocab = vocab
+        tasks = DEFAULT_TASKS if tasks is None else tasks
+        weights = dict(tasks) if isinstance(tasks, dict) else {t: 1.0 for t in tasks}
+        for t, w in weights.items():
+            if t not in layout.SPEC:
+                raise ValueError(f"unknown task {t!r}; known: {', '.join(layout.TASKS)}")
+            if w < 0:
+                raise ValueError(f"task weight of {t!r} is negative")
+        self.tasks = {t: float(w) for t, w in weights.items() if w > 0}
+        if not self.tasks:
+            raise ValueError("no task has a positive weight")
+        if not 0.0 <= drop_text_prob <= 1.0:
+            raise ValueError(f"drop_text_prob must be in [0, 1], got {drop_text_prob}")
+        self.drop_text_prob = drop_text_prob
+        self.max_text_tokens = max_text_tokens
+        self.max_video_frames = max_video_frames
+        self.seed = seed
+        self.epoch = 0
+        self._shapes = [self.shards.shapes(i) for i in range(len(self.shards))]
+        self._text_len = [len(self.shards.text(i)) for i in range(len(self.shards))]
+        for i, sh in enumerate(self._shapes):
+            if not self._eligible(i):
+                raise ValueError(f"sample {self.shards.indices[i]} (shapes {sh}) fits none of the tasks "
+                                 f"{sorted(self.tasks)}")
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    # ------------------------------------------------------------------ planning
+    def _frames(self, i: int) -> int:
+        t = self._shapes[i]["video"][0] if "video" in self._shapes[i] else 0
+        return min(t, self.max_video_frames) if self.max_video_frames else t
+
+    def _eligible(self, i: int) -> list[str]:
+        sh, t = self._shapes[i], self._frames(i)
+        if "video" not in sh or t < 1:
+            return []
+        return [k for k in self.tasks if t >= MIN_FRAMES.get(k, 1) and ("audio" in sh or k not in NEEDS_AUDIO)]
+
+    def plan(self, i: int) -> Plan:
+        rng = np.random.default_rng([self.seed, self.epoch, int(self.shards.indices[i])])
+        names = self._eligible(i)
+        w = np.array([self.tasks[n] for n in names])
+        task = names[int(rng.choice(len(names), p=w / w.sum()))]
+        drop = bool(rng.random() < self.drop_text_prob) and "text" in layout.SPEC[task][0]
+        t = self._frames(i)
+        if task == "t2i":
+            t = 1
+        cut: tuple[int, ...] = ()
+        if task in ("continue", "extend_back"):
+            cut = (int(rng.integers(1, t)),)
+        elif task == "i2v":
+            cut = (1,)
+        elif task == "bridge":
+            a, b = sorted(rng.choice(np.arange(1, t), size=2, replace=False).tolist())
+            cut = (int(a), int(b))
+        return Plan(task, drop, t, cut)
+
+    def _audio_len(self, i: int, frames: int) -> int:
+        """Audio frames kept when the video is cropped to ``frames`` latent frames (proportional)."""
+        q, n = self._shapes[i]["audio"]
+        t = self._shapes[i]["video"][0]
+        return n if frames >= t else max(1, -(-n * frames // t))
+
+    def seq_len(self, i: int) -> int:
+        """Length of ``self[i]`` this epoch, computed from shapes only (no data read)."""
+        p, v = self.plan(i), self.vocab
+        prefix, output = layout.SPEC[p.task]
+        _, h, w = self._shapes[i]["video"]
+        per_frame = h * w * v.video_tokens_per_code
+        n = 3  # <bos> <task> ... <eos>
+        for seg in prefix + output:
+            kind = layout.KIND[seg]
+            if kind == "text":
+                n += 2 + (0 if p.drop_text else min(self._text_len[i], self.max_text_tokens))
+            elif kind == "audio":
+                n += 2 + self._shapes[i]["audio"][0] * self._audio_len(i, p.frames)
+            else:
+                n += 2 + per_frame * self._segment_frames(seg, p)
+        return n
+
+    @staticmethod
+    def _segment_frames(seg: str, p: Plan) -> int:
+        bounds = (0, *p.cut, p.frames)
+        if p.task in ("i2v", "continue"):
+            return {"image": 1, "cond_video": p.cut[0], "video": p.frames - p.cut[0]}[seg]
+        if p.task == "extend_back":
+            return {"cond_video": p.frames - p.cut[0], "video": p.cut[0]}[seg]
+        if p.task == "bridge":
+            return {"cond_video": bounds[1], "video": bounds[2] - bounds[1], "cond_video_after": p.frames - bounds[2]}[seg]
+        return p.frames
+
+    def lengths(self) -> np.ndarray:
+        return np.array([self.seq_len(i) for i in range(len(self))], dtype=np.int64)
+
+    # ------------------------------------------------------------------ building
+    def __getitem__(self, i: int) -> Sequence:
+        rec = self.shards[i]
+        p = self.plan(i)
+        video = torch.from_numpy(rec.arrays["video"])[: p.frames]  # (t, h, w)
+        audio = None
+        if "audio" in rec.arrays and p.task in NEEDS_AUDIO:
+            audio = torch.from_numpy(rec.arrays["audio"])[:, : self._audio_len(i, p.frames)]  # (Q, n)
+        kw: dict[str, Any] = {}
+        if p.task in ("t2v", "t2i", "uncond"):
+            kw["video_codes"] = video
+        elif p.task == "i2v":
+            kw.update(image_codes=video[:1], video_codes=video[1:])
+        elif p.task == "continue":
+            kw.update(cond_video_codes=video[: p.cut[0]], video_codes=video[p.cut[0]:])
+        elif p.task == "extend_back":
+            kw.update(cond_video_codes=video[p.cut[0]:], video_codes=video[: p.cut[0]])
+        elif p.task == "bridge":
+            a, b = p.cut
+            kw.update(cond_video_codes=video[:a], video_codes=video[a:b], cond_video_after_codes=video[b:])
+        elif p.task == "v2a":
+            kw.update(cond_video_codes=video, audio_codes=audio)
+        elif p.task == "a2v":
+            kw.update(cond_audio_codes=audio, video_codes=video)
+        elif p.task == "t2va":
+            kw.update(video_codes=video, audio_codes=audio)
+        text = rec.text if "text" in layout.SPEC[p.task][0] else None
+        with warnings.catch_warnings():  # truncation to the text budget is expected in training
+            warnings.simplefilter("ignore", UserWarning)
+            return layout.build(p.task, self.vocab, text=text, drop_text=p.drop_text,
+                                max_text_tokens=self.max_text_tokens, **kw)
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Batches of indices with similar lengths. ``lengths``: an array, or an object with
+    ``lengths()`` (re-read every epoch, since task choice changes lengths). Deterministic per
+    ``(seed, epoch)``; ``start_batch`` skips batches already consumed when resuming."""
+
+    def __init__(self, lengths: Any, batch_size: int, seed: int = 0, mega_batch_mult: int = 50,
+                 shuffle: bool = True, drop_last: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.source = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega = max(1, mega_batch_mult) * batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
+
+    def _lengths(self) -> np.ndarray:
+        return np.asarray(self.source.lengths() if hasattr(self.source, "lengths") else self.source)
+
+    def batches(self) -> list[list[int]]:
+        lengths = self._lengths()
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(lengths)) if self.shuffle else np.arange(len(lengths))
+        out: list[list[int]] = []
+        for s in range(0, len(order), self.mega):
+            chunk = order[s:s + self.mega]
+            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+            out += [chunk[j:j + self.batch_size].tolist() for j in range(0, len(chunk), self.batch_size)]
+        if self.drop_last:
+            out = [b for b in out if len(b) == self.batch_size]
+        if self.shuffle:
+            out = [out[k] for k in rng.permutation(len(out))]
+        return out
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()[self.start_batch:]
+
+    def __len__(self) -> int:
+        n = len(self._lengths())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def padding_fraction(batches: list[list[int]], lengths: Seq[int]) -> float:
+    """Share of padded positions when each batch is padded to its longest sequence."""
+    lengths = np.asarray(lengths)
+    real = sum(int(lengths[b].sum()) for b in batches)
+    total = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return 1.0 - real / max(total, 1)
+
+
+def collate(seqs: list[Sequence], pad_id: int = 0, pad_to_multiple_of: int | None = None) -> dict[str, Any]:
+    """Right-pad a list of sequences: ids (B,L), positions (B,L,3), loss_mask (B,L),
+    attention_mask (B,L) True on real tokens, prefix_len (B,), lengths (B,), tasks."""
+    if not seqs:
+        raise ValueError("cannot collate an empty batch")
+    L = max(len(s) for s in seqs)
+    if pad_to_multiple_of:
+        L = -(-L // pad_to_multiple_of) * pad_to_multiple_of
+    B = len(seqs)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    pos = torch.zeros(B, L, 3, dtype=torch.long)
+    loss = torch.zeros(B, L, dtype=torch.bool)
+    att = torch.zeros(B, L, dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        n = len(s)
+        ids[b, :n], pos[b, :n], loss[b, :n], att[b, :n] = s.ids, s.positions, s.loss_mask, True
+    return {"ids": ids, "positions": pos, "loss_mask": loss, "attention_mask": att,
+            "prefix_len": torch.tensor([s.prefix_len for s in seqs], dtype=torch.long),
+            "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.long),
+            "tasks": [s.task for s in seqs]}

@@ -1,0 +1,176 @@
+"""Token shards: write/read round trip, resume after a kill, on-the-fly layouts, length grouping."""
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.lm import layout
+from kinema.lm.shards import Record, ShardWriter, TokenShards, extract
+from kinema.lm.token_data import (LengthGroupedBatchSampler, TokenShardDataset, collate,
+                                  padding_fraction)
+from kinema.lm.vocab import Vocab
+
+VOCAB = Vocab(text_size=40, video_codebook_size=2**12, audio_codebook_size=16, audio_num_quantizers=3)
+
+
+def _record(i: int, with_audio: bool = True) -> Record:
+    """A deterministic random sample; lengths vary so grouping has something to group."""
+    g = np.random.default_rng(i)
+    t = int(g.integers(1, 7))
+    arrays = {"video": g.integers(0, 2**12, size=(t, 2, 3))}
+    if with_audio:
+        arrays["audio"] = g.integers(0, 16, size=(3, 2 * t + 1))
+    text = g.integers(0, 40, size=int(g.integers(0, 12))).tolist()
+    return Record(i, f"clip{i}", f"caption {i}", text, arrays)
+
+
+def _encoder_factory(calls: list[int] | None = None):
+    def encode(i: int) -> Record | None:
+        if calls is not None:
+            calls.append(i)
+        return None if i == 5 else _record(i)
+    return encode
+
+
+def _same_records(a: Record, b: Record) -> None:
+    assert (a.index, a.key, a.caption, a.text) == (b.index, b.key, b.caption, b.text)
+    assert set(a.arrays) == set(b.arrays)
+    for k in a.arrays:
+        np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
+
+
+def test_write_read_round_trip(tmp_path: Path) -> None:
+    recs = [_record(i) for i in range(20)]
+    with ShardWriter(tmp_path, {"video_codebook_size": 4096}, shard_bytes=400) as w:
+        for r in recs:
+            w.write(r)
+    assert len(list(tmp_path.glob("shard_*.bin"))) > 1  # rolled over to several shards
+    shards = TokenShards(tmp_path)
+    assert len(shards) == 20 and shards.meta["video_codebook_size"] == 4096
+    for i, r in enumerate(recs):
+        _same_records(shards[i], r)
+        assert shards.shapes(i) == {k: tuple(v.shape) for k, v in r.arrays.items()}
+    with pytest.raises(ValueError, match="other settings"):
+        ShardWriter(tmp_path, {"video_codebook_size": 1024})
+
+
+def test_resume_after_partial_extraction(tmp_path: Path) -> None:
+    calls: list[int] = []
+    first = extract(tmp_path, 12, partial(_encoder_factory, calls), limit=7, progress=False)
+    assert first == {"done_before": 0, "written": 6, "skipped": 1}
+    # simulate a kill in the middle of the next sample: bytes appended, index line torn
+    bin_, idx = tmp_path / "shard_00000.bin", tmp_path / "shard_00000.jsonl"
+    with open(bin_, "ab") as f:
+        f.write(b"\x01" * 37)
+    with open(idx, "ab") as f:
+        f.write(b'{"index": 7, "key": "cl')
+    calls.clear()
+    second = extract(tmp_path, 12, partial(_encoder_factory, calls), progress=False)
+    assert second["done_before"] == 6 and second["written"] == 5
+    assert set(calls) == {5, 7, 8, 9, 10, 11}  # only the unfinished items ran again (5 was unusable)
+    shards = TokenShards(tmp_path)
+    assert shards.indices == [i for i in range(12) if i != 5]
+    for k, i in enumerate(shards.indices):
+        _same_records(shards[k], _record(i))
+    # a third run has nothing to do
+    assert extract(tmp_path, 12, _encoder_factory, progress=False)["written"] == 0
+
+
+def test_extract_multiprocess_equals_single(tmp_path: Path) -> None:
+    extract(tmp_path / "a", 8, _encoder_factory, num_workers=1, progress=False)
+    extract(tmp_path / "b", 8, _encoder_factory, num_workers=2, progress=False)
+    a, b = TokenShards(tmp_path / "a"), TokenShards(tmp_path / "b")
+    assert a.indices == b.indices
+    for i in range(len(a)):
+        _same_records(a[i], b[i])
+    assert (tmp_path / "a" / "shard_00000.bin").read_bytes() == (tmp_path / "b" / "shard_00000.bin").read_bytes()
+
+
+@pytest.fixture
+def shard_dir(tmp_path: Path) -> Path:
+    with ShardWriter(tmp_path) as w:
+        for i in range(60):
+            w.write(_record(i, with_audio=i % 3 != 0))
+    return tmp_path
+
+
+def test_dataset_layouts_are_exact_and_lengths_match(shard_dir: Path) -> None:
+    ds = TokenShardDataset(shard_dir, VOCAB, tasks=list(layout.TASKS), drop_text_prob=0.3, max_text_tokens=8)
+    seen = set()
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        lengths = ds.lengths()
+        for i in range(len(ds)):
+            seq = ds[i]
+            seen.add(seq.task)
+            assert len(seq) == lengths[i]
+            rec = ds.shards[i]
+            back = layout.revert(seq.ids, VOCAB, video_hw=(2, 3))
+            if "audio" not in rec.arrays:
+                assert seq.task not in ("v2a", "a2v", "t2va")
+            # every video frame placed in the sequence comes from the stored clip, in order
+            vids = [back[k] for k in ("cond_video_codes", "image_codes", "video_codes", "cond_video_after_codes") if k in back]
+            order = {"extend_back": ["video_codes", "cond_video_codes"],
+                     "i2v": ["image_codes", "video_codes"],
+                     "bridge": ["cond_video_codes", "video_codes", "cond_video_after_codes"]}.get(
+                seq.task, [k for k in ("cond_video_codes", "video_codes") if k in back])
+            clip = torch.cat([back[k] for k in order])
+            assert torch.equal(clip, torch.from_numpy(rec.arrays["video"])[: clip.shape[0]])
+            assert len(vids) == len(order)
+            if "text" in back and back["text"]:
+                assert back["text"] == rec.text[:8]
+    assert seen == set(layout.TASKS)
+    # deterministic in (seed, epoch, index)
+    ds.set_epoch(1)
+    again = TokenShardDataset(shard_dir, VOCAB, tasks=list(layout.TASKS), drop_text_prob=0.3, max_text_tokens=8)
+    again.set_epoch(1)
+    assert all(torch.equal(ds[i].ids, again[i].ids) for i in range(10))
+
+
+def test_text_dropped_about_ten_percent(shard_dir: Path) -> None:
+    ds = TokenShardDataset(shard_dir, VOCAB, tasks={"t2v": 1.0}, drop_text_prob=0.1)
+    drops = [ds.plan(i).drop_text for e in range(20) for i in range(len(ds)) if not ds.set_epoch(e)]
+    assert 0.06 < np.mean(drops) < 0.14
+
+
+def test_collate_and_length_grouping(shard_dir: Path) -> None:
+    ds = TokenShardDataset(shard_dir, VOCAB, tasks={"t2v": 1.0, "t2va": 1.0}, max_video_frames=4)
+    sampler = LengthGroupedBatchSampler(ds, batch_size=6, seed=0, mega_batch_mult=10)
+    batches = sampler.batches()
+    assert sorted(i for b in batches for i in b) == list(range(len(ds)))
+    lengths = ds.lengths()
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(ds))
+    random_batches = [perm[j:j + 6].tolist() for j in range(0, len(ds), 6)]
+    assert padding_fraction(batches, lengths) < 0.5 * padding_fraction(random_batches, lengths)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=partial(collate, pad_id=VOCAB.pad))
+    batch = next(iter(loader))
+    B, L = batch["ids"].shape
+    assert batch["positions"].shape == (B, L, 3)
+    for b in range(B):
+        n = int(batch["lengths"][b])
+        assert batch["attention_mask"][b, :n].all() and not batch["attention_mask"][b, n:].any()
+        assert (batch["ids"][b, n:] == VOCAB.pad).all() and not batch["loss_mask"][b, n:].any()
+        assert not batch["loss_mask"][b, : batch["prefix_len"][b]].any()
+    # resuming mid-epoch replays the remaining batches exactly
+    sampler.start_batch = 3
+    assert list(sampler) == batches[3:]
+
+
+def test_dataset_bad_input(shard_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        TokenShardDataset(shard_dir, VOCAB, tasks=["t2x"])
+    with pytest.raises(ValueError, match="fits none"):
+        TokenShardDataset(shard_dir, VOCAB, tasks=["v2a"])  # some samples have no audio
+    with pytest.raises(ValueError, match="not a token shard"):
+        TokenShards(tmp_path / "nothing")
+    with ShardWriter(tmp_path / "f") as w:
+        with pytest.raises(ValueError, match="integers"):
+            w.write(Record(0, arrays={"video": np.zeros((1, 2, 2), dtype=np.float32)}))
+    meta = json.loads((shard_dir / "meta.json").read_text())
+    assert meta["format"] == "kinema-token-shards"
