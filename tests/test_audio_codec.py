@@ -1,6 +1,7 @@
 """AudioCodec invariants: causality, streaming == whole, bitrate -> levels, save/load, bad input, learning."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -176,3 +177,28 @@ def test_tiny_codec_overfits_tone_and_speech(media_dir):
         opt.step()
     after = dist()
     assert (after < before * 0.7).all(), (before, after)
+
+
+def test_trainer_runs_resumes_and_exports(tmp_path):
+    from kinema.config import from_dict
+    from kinema.tokenizers.audio_trainer import AudioTrainConfig, train_audio_codec, write_wav
+
+    t = torch.arange(8000) / 16000
+    write_wav(tmp_path / "data" / "a.wav", 0.5 * torch.sin(2 * math.pi * 330 * t), 16000)
+    write_wav(tmp_path / "data" / "held.wav", 0.5 * torch.sin(2 * math.pi * 550 * t), 16000)
+    cfg = from_dict(AudioTrainConfig, {
+        "run_dir": str(tmp_path / "run"),
+        "model": {**AudioCodecConfig.preset("tiny").__dict__},
+        "data": {"folders": [str(tmp_path / "data")], "holdout": ["held.wav"], "segment_seconds": 0.1, "synthetic_fraction": 0.5},
+        "train": {"steps": 4, "batch_size": 2, "adv_start": 2, "ckpt_every": 2, "sample_every": 4, "log_every": 1, "warmup": 1},
+    })
+    train_audio_codec(cfg, progress=False)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "step_00000004").is_dir() and (run / "loss_curve.png").is_file()
+    assert (run / "samples" / "final" / "0_ref.wav").is_file()
+    ac = AudioCodec.from_pretrained(run / "final")
+    assert ac.encode(torch.zeros(1, 1, 100), kbps=None).shape[1] == ac.num_quantizers
+    cfg.train.steps = 6  # resume continues from step 4
+    train_audio_codec(cfg, progress=False)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]

@@ -14,7 +14,6 @@ import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kinema.checkpoint import CheckpointManager, rng_state, set_rng_state
@@ -73,33 +72,14 @@ class AudioTrainConfig:
 
 # ----------------------------------------------------------------------------- audio I/O
 def load_audio_file(path: str | Path, sample_rate: int) -> torch.Tensor:
-    """Any audio/video file -> float (N,) mono at ``sample_rate`` (PyAV decode, channels averaged)."""
-    import av
+    """Any audio/video file -> float (N,) mono at ``sample_rate`` (kinema.media.read_audio, channels averaged)."""
+    from kinema.media import read_audio
 
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"audio file not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise MediaError(f"{path} has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            parts = []
-            for packet in container.demux(container.streams.audio[0]):
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue  # skip a damaged packet
-                for frame in frames:
-                    for out in resampler.resample(frame):
-                        parts.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                parts.append(out.to_ndarray().reshape(-1))
-    except av.error.FFmpegError as e:
-        raise MediaError(f"cannot decode audio from {path}: {e}") from None
-    if not parts:
-        return torch.zeros(0)
-    return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+    wav, _ = read_audio(path, sample_rate=sample_rate, mono=True)  # (1, N)
+    return wav.float().reshape(-1)
 
 
 def write_wav(path: str | Path, wav: torch.Tensor, sample_rate: int) -> None:
@@ -277,8 +257,8 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
         step += 1
         bar.update(1)
         if step % tc.log_every == 0:
-            vals = dict(loss=loss.item(), mel_loss=l_mel.item(), stft_loss=l_stft.item(), wave_loss=l_wave.item(), commit_loss=float(out.commit_loss),
-                        g_loss=float(l_g), fm_loss=float(l_fm), d_loss=float(l_d))
+            vals = dict(loss=loss.item(), mel_loss=l_mel.item(), stft_loss=l_stft.item(), wave_loss=l_wave.item(), commit_loss=out.commit_loss.item(),
+                        g_loss=l_g.item(), fm_loss=l_fm.item(), d_loss=l_d.item())
             log.log(step, **vals)
             bar.set_postfix(mel=f"{vals['mel_loss']:.3f}", stft=f"{vals['stft_loss']:.3f}")
         if step % tc.ckpt_every == 0:
