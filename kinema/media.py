@@ -20,12 +20,10 @@ number of packets in the file and ``MAX_BAD_PACKETS``.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
@@ -38,7 +36,6 @@ from kinema.errors import MediaError, ResourceError
 MAX_DECODE_BYTES = 8 << 30  # refuse decodes whose uint8 frames would exceed 8 GiB
 MAX_BAD_PACKETS = 1000  # give up on a stream after this many undecodable packets
 REORDER = 16  # frames held to put decoder output back in presentation order
-AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
 @dataclass
@@ -98,6 +95,14 @@ def _open(path: str | Path):
         raise MediaError(f"{path}: not a media file FFmpeg can read ({e.__class__.__name__}: {e})") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise MediaError(f"{path}: cannot open ({e})") from None
+
+
+def _stream(container, kind: str):
+    """The first video/audio stream FFmpeg has a decoder for, or None."""
+    for s in getattr(container.streams, kind):
+        if s.codec_context is not None:
+            return s
+    return None
 
 
 def _origin(container) -> float:
@@ -213,8 +218,25 @@ def _src_fps(vs) -> float:
 
 
 # ----------------------------------------------------------------------------- reading
+def _guard(fn):
+    """Turn any FFmpeg failure while reading into a MediaError, and name the file in every error."""
+
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return fn(path, *args, **kwargs)
+        except (MediaError, ResourceError) as e:
+            if str(path) in str(e):
+                raise
+            raise type(e)(f"{path}: {e}") from None
+        except (av.FFmpegError, EOFError) as e:
+            raise MediaError(f"{path}: FFmpeg cannot decode it ({e.__class__.__name__}: {e})") from None
+
+    return wrapper
+
+
 def _read_frames(path, container, fps, size, mode, start, duration, recover) -> tuple[np.ndarray, float, _Stats]:
-    vs = container.streams.video[0]
+    vs = _stream(container, "video")
     vs.thread_type = "AUTO"
     src_fps = _src_fps(vs)
     out_fps = float(fps) if fps else src_fps
@@ -287,23 +309,27 @@ def _check_damage(path, stats: _Stats, declared: float, start: float, duration, 
                          f"{start + got:.2f} s): truncated? {hint}")
 
 
-def _to_float(frame: av.AudioFrame, resampler, channels: int) -> np.ndarray:
-    """One decoded audio frame -> float32 (C, n) at its own rate."""
+def _to_float(frame: av.AudioFrame, resamplers: dict, layout: str, rate: int) -> np.ndarray:
+    """One decoded audio frame -> float32 (C, n) at the stream's rate (one resampler per input kind,
+    so a mid-stream change of sample format or channel layout is converted, not an error)."""
+    key = (frame.format.name, frame.layout.name, frame.sample_rate)
+    if key not in resamplers:
+        resamplers[key] = av.AudioResampler(format="fltp", layout=layout, rate=rate)
     frame.pts = None
-    parts = [rf.to_ndarray() for rf in resampler.resample(frame)]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((channels, 0), np.float32)
+    parts = [rf.to_ndarray() for rf in resamplers[key].resample(frame)]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((1 if layout == "mono" else 2, 0), np.float32)
 
 
 def _read_audio_window(container, t0: float, t1: float, stats: _Stats) -> tuple[np.ndarray, int]:
     """float32 (C, N) covering [t0, t1) at the stream's own rate; each frame placed by timestamp."""
-    ast = container.streams.audio[0]
+    ast = _stream(container, "audio")
     rate = int(ast.codec_context.sample_rate or ast.rate or 0)
     if rate <= 0:
         raise MediaError("audio stream declares no sample rate")
     channels = ast.codec_context.channels or 1
     layout = "mono" if channels == 1 else "stereo"  # more than two channels: FFmpeg's stereo downmix
     C = 1 if layout == "mono" else 2
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+    resamplers: dict = {}
     if t0 > 0.5:
         try:
             container.seek(int((t0 - 0.5) / ast.time_base), stream=ast, backward=True)
@@ -319,11 +345,19 @@ def _read_audio_window(container, t0: float, t1: float, stats: _Stats) -> tuple[
             idx = round((t - t0) * rate) if t is not None else (next_idx or 0)
             if next_idx is not None and abs(idx - next_idx) <= tol:
                 idx = next_idx
-            arr = _to_float(f, resampler, C)
+            try:
+                arr = _to_float(f, resamplers, layout, rate)
+            except (av.FFmpegError, ValueError) as e:  # an undecodable frame: leave silence
+                stats.bad += 1
+                stats.errors.append(str(e))
+                continue
             stats.first_time = t if stats.first_time is None else stats.first_time
             next_idx = idx + arr.shape[1]
             if next_idx > 0:
                 chunks.append((idx, arr))
+                if next_idx * C * 4 > MAX_DECODE_BYTES:
+                    raise ResourceError(f"audio longer than the {MAX_DECODE_BYTES / 2**30:.0f} GiB decode limit "
+                                        "(kinema.media.MAX_DECODE_BYTES); read a window with read_video(start, duration)")
             if t is not None and t > t1 + 0.5:
                 done = True
         if done:
@@ -357,6 +391,7 @@ def _check_rate(sample_rate) -> None:
         raise ValueError(f"sample_rate must be an integer between 1000 and 384000 Hz, got {sample_rate}")
 
 
+@_guard
 def read_video(
     path: str | Path,
     fps: float | None = None,
@@ -388,10 +423,10 @@ def read_video(
     _check_rate(sample_rate)
     size = (int(size[0]), int(size[1])) if size is not None else None
     with _open(path) as container:
-        if not container.streams.video:
+        if _stream(container, "video") is None:
             raise MediaError(f"{path}: has no video stream (use read_audio for audio files)")
         frames, out_fps, vstats = _read_frames(path, container, fps, size, resize_mode, start, duration, recover)
-        origin, has_audio = _origin(container), bool(container.streams.audio)
+        origin, has_audio = _origin(container), _stream(container, "audio") is not None
     wav, rate, bad_a = None, None, 0
     if audio and has_audio:
         with _open(path) as container:  # a second demux pass: the video pass may have stopped early
@@ -405,11 +440,12 @@ def read_video(
     return Clip(torch.from_numpy(frames), out_fps, wav, rate, skipped_packets=vstats.bad + bad_a)
 
 
+@_guard
 def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = False) -> tuple[torch.Tensor, int]:
     """Audio of any file FFmpeg reads as float32 (C, N) in [-1, 1], and its sample rate."""
     _check_rate(sample_rate)
     with _open(path) as container:
-        if not container.streams.audio:
+        if _stream(container, "audio") is None:
             raise MediaError(f"{path}: has no audio stream")
         stats = _Stats()
         raw, rate = _read_audio_window(container, _origin(container), math.inf, stats)
@@ -421,141 +457,8 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Fa
     return _finish_audio(raw, rate, sample_rate, mono, n_out)
 
 
-# ----------------------------------------------------------------------------- writing
-def _tmp_beside(path: Path) -> Path:
-    """A fresh temporary file in the destination's directory (so the final rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part" + path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _video_frame(img: np.ndarray, pts: int) -> av.VideoFrame:
-    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-    frame.pts = pts
-    return frame
-
-
-def _audio_frames(wav: np.ndarray, rate: int, layout: str, frame_size: int) -> Iterator[av.AudioFrame]:
-    for i in range(0, wav.shape[1], frame_size):
-        chunk = np.ascontiguousarray(wav[:, i : i + frame_size], dtype=np.float32)
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-        frame.sample_rate = rate
-        frame.pts = i
-        yield frame
-
-
-def _check_wav(wav, what: str) -> torch.Tensor:
-    wav = torch.as_tensor(wav).detach()
-    if wav.ndim == 1:
-        wav = wav[None]
-    if wav.ndim != 2 or wav.shape[0] < 1 or not wav.is_floating_point():
-        raise ValueError(f"{what} must be float (C, N), got {wav.dtype} {tuple(wav.shape)}")
-    wav = wav.float().cpu()
-    if not torch.isfinite(wav).all():
-        raise ValueError(f"{what} contains NaN or inf")
-    if wav.shape[0] > 2:  # keep writers to mono/stereo: average the extra channels into both sides
-        wav = torch.stack([wav[0::2].mean(0), wav[1::2].mean(0)])
-    return wav.clamp(-1, 1)
-
-
-def write_video(path: str | Path, clip: Clip, crf: int = 18, preset: str = "medium") -> Path:
-    """Write H.264 (yuv420p, +faststart) + AAC mp4 that ordinary players open.
-
-    Written to a temporary name beside ``path`` and renamed when complete: an interrupted or
-    failed write never leaves a file under the requested name (an old one stays untouched).
-    Odd width/height are padded to even by repeating the last row/column. Audio at a rate AAC
-    does not support is resampled to 48 kHz.
-    """
-    path = Path(path)
-    frames = torch.as_tensor(clip.frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8 or frames.shape[0] == 0:
-        raise ValueError(f"clip.frames must be non-empty uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-    if not (isinstance(clip.fps, (int, float)) and 0 < clip.fps <= 1000):
-        raise ValueError(f"clip.fps must be in (0, 1000], got {clip.fps!r}")
-    if not 0 <= int(crf) <= 51:
-        raise ValueError(f"crf must be in [0, 51], got {crf}")
-    arr = frames.cpu().numpy()
-    T, H, W, _ = arr.shape
-    if H % 2 or W % 2:
-        arr = np.pad(arr, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-    wav, rate = None, None
-    if clip.audio is not None and torch.as_tensor(clip.audio).numel() > 0:
-        if not clip.sample_rate or clip.sample_rate <= 0:
-            raise ValueError(f"clip.audio is set but clip.sample_rate is {clip.sample_rate!r}")
-        x, rate = _check_wav(clip.audio, "clip.audio"), int(clip.sample_rate)
-        if rate not in AAC_RATES:
-            x, rate = _finish_audio(x.numpy(), rate, 48000, False, None)
-        wav = x.numpy()
-    tmp = _tmp_beside(path)
-    try:
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-            vs = out.add_stream("libx264", rate=Fraction(clip.fps).limit_denominator(1001))
-            vs.width, vs.height = arr.shape[2], arr.shape[1]
-            vs.pix_fmt = "yuv420p"
-            vs.options = {"crf": str(int(crf)), "preset": preset}
-            ast = None
-            if wav is not None:
-                layout = "mono" if wav.shape[0] == 1 else "stereo"
-                ast = out.add_stream("aac", rate=rate, layout=layout)
-            for i, img in enumerate(arr):  # img (H, W, 3)
-                for packet in vs.encode(_video_frame(img, i)):
-                    out.mux(packet)
-            for packet in vs.encode(None):
-                out.mux(packet)
-            if ast is not None:
-                for frame in _audio_frames(wav, rate, layout, ast.codec_context.frame_size or 1024):
-                    for packet in ast.encode(frame):
-                        out.mux(packet)
-                for packet in ast.encode(None):
-                    out.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-_AUDIO_CODECS = {".wav": ("wav", "pcm_s16le"), ".flac": ("flac", "flac"), ".m4a": ("mp4", "aac"),
-                 ".aac": ("adts", "aac"), ".mp3": ("mp3", "libmp3lame"), ".ogg": ("ogg", "libvorbis"),
-                 ".opus": ("ogg", "libopus")}
-
-
-def write_audio(path: str | Path, wav: torch.Tensor, sample_rate: int) -> Path:
-    """Write float (C, N) audio in [-1, 1]; the suffix picks the format (.wav: 16-bit PCM). Atomic."""
-    path = Path(path)
-    if path.suffix.lower() not in _AUDIO_CODECS:
-        raise ValueError(f"{path}: unsupported audio suffix; use one of {sorted(_AUDIO_CODECS)}")
-    if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
-        raise ValueError(f"sample_rate must be an integer between 1000 and 384000 Hz, got {sample_rate!r}")
-    arr = _check_wav(wav, "wav").numpy()
-    layout = "mono" if arr.shape[0] == 1 else "stereo"
-    fmt, codec = _AUDIO_CODECS[path.suffix.lower()]
-    if codec not in av.codecs_available:
-        raise MediaError(f"{path}: this FFmpeg build has no {codec} encoder")
-    tmp = _tmp_beside(path)
-    try:
-        with av.open(str(tmp), "w", format=fmt) as out:
-            stream = out.add_stream(codec, rate=sample_rate, layout=layout)
-            fmt_name = stream.codec_context.format.name if stream.codec_context.format else "fltp"
-            for frame in _audio_frames(arr, sample_rate, layout, stream.codec_context.frame_size or 1024):
-                if fmt_name != "fltp":  # e.g. pcm_s16le wants packed s16: let PyAV convert
-                    frame = av.AudioResampler(format=fmt_name, layout=layout, rate=sample_rate).resample(frame)[0]
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-            for packet in stream.encode(None):
-                out.mux(packet)
-        os.replace(tmp, path)
-    except av.FFmpegError as e:
-        tmp.unlink(missing_ok=True)
-        raise MediaError(f"{path}: cannot write audio ({e})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 # ----------------------------------------------------------------------------- describe
+@_guard
 def describe(path: str | Path) -> str:
     """One paragraph on what read_video sees: container, duration, streams, and any damage.
 
@@ -566,7 +469,7 @@ def describe(path: str | Path) -> str:
         dur = (c.duration or 0) / 1e6
         parts = [f"{path}: {fmt}, {dur:.2f} s."]
         notes: list[str] = []
-        vs = c.streams.video[0] if c.streams.video else None
+        vs = _stream(c, "video")
         v_info = None
         if vs is not None:
             cc = vs.codec_context
@@ -577,7 +480,7 @@ def describe(path: str | Path) -> str:
             av.logging.set_level(av.logging.WARNING)
             try:
                 st = _Stats()
-                for _ in _video_frames(c, c.streams.video[0], st):
+                for _ in _video_frames(c, _stream(c, "video"), st):
                     pass
             finally:
                 av.logging.set_level(level)
@@ -592,6 +495,8 @@ def describe(path: str | Path) -> str:
             notes.append(f"reading stopped early: {st.read_error} (truncated or damaged file)")
         if st.out_of_order:
             notes.append(f"{st.out_of_order} video frame(s) decoded out of timestamp order (reordered)")
+        if dur > 0 and st.frames and abs(span - dur) > max(0.5, 0.1 * dur):
+            notes.append(f"the container declares {dur:.2f} s but the video decodes to {span:.2f} s")
         if st.frames and span * fps > st.frames * 1.2:
             notes.append(f"sparse timestamps: {st.frames} frames over {span * fps:.0f} frame slots (frames repeat)")
         warn = sorted({m.strip().splitlines()[0] for lvl, _, m in logs if lvl <= av.logging.WARNING})
@@ -600,8 +505,8 @@ def describe(path: str | Path) -> str:
     else:
         parts.append("No video stream.")
     with _open(path) as c:
-        if c.streams.audio:
-            a = c.streams.audio[0]
+        a = _stream(c, "audio")
+        if a is not None:
             ast = _Stats()
             raw, rate = _read_audio_window(c, _origin(c), math.inf, ast)
             parts.append(f"Audio: {a.codec_context.name} {rate} Hz, {a.codec_context.channels} channel(s), "
@@ -615,3 +520,12 @@ def describe(path: str | Path) -> str:
     if notes:
         parts.append("DAMAGE/ANOMALIES: " + "; ".join(notes) + ".")
     return " ".join(parts)
+
+
+def __getattr__(name: str):
+    """Writers live in kinema.media_write; ``from kinema.media import write_video`` still works."""
+    if name in ("write_video", "write_audio"):
+        from kinema import media_write
+
+        return getattr(media_write, name)
+    raise AttributeError(f"module 'kinema.media' has no attribute {name!r}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import kinema.media as media
+import kinema.media_write as media_write
 from kinema.cli import main as cli_main
 from kinema.errors import MediaError, ResourceError
 from kinema.media import Clip, describe, read_audio, read_video, resize_frames, write_audio, write_video
@@ -121,7 +121,7 @@ def test_atomic_write(tmp_path, monkeypatch):
     target = tmp_path / "out.mp4"
     target.write_bytes(b"old")
     calls = {"n": 0}
-    real = media._video_frame
+    real = media_write._video_frame
 
     def failing(img, pts):
         calls["n"] += 1
@@ -129,11 +129,11 @@ def test_atomic_write(tmp_path, monkeypatch):
             raise RuntimeError("disk full (injected)")
         return real(img, pts)
 
-    monkeypatch.setattr(media, "_video_frame", failing)
+    monkeypatch.setattr(media_write, "_video_frame", failing)
     with pytest.raises(RuntimeError, match="injected"):
         write_video(target, Clip(_indexed_frames(10), 10.0, None, None))
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
-    monkeypatch.setattr(media, "_video_frame", real)
+    monkeypatch.setattr(media_write, "_video_frame", real)
     write_video(tmp_path / "new" / "ok.mp4", Clip(_indexed_frames(3), 10.0, None, None))
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["ok.mp4"]
 
