@@ -174,3 +174,16 @@ def test_dataset_bad_input(shard_dir: Path, tmp_path: Path) -> None:
             w.write(Record(0, arrays={"video": np.zeros((1, 2, 2), dtype=np.float32)}))
     meta = json.loads((shard_dir / "meta.json").read_text())
     assert meta["format"] == "kinema-token-shards"
+
+
+def test_vocab_from_meta_and_mismatch(tmp_path: Path) -> None:
+    from kinema.lm.token_data import vocab_from_meta
+
+    meta = {"text_size": 40, "video_codebook_size": 2**12, "audio_codebook_size": 16, "audio_num_quantizers": 3}
+    with ShardWriter(tmp_path, meta) as w:
+        w.write(_record(0))
+    shards = TokenShards(tmp_path)
+    assert vocab_from_meta(shards.meta) == VOCAB
+    TokenShardDataset(shards, VOCAB)
+    with pytest.raises(ValueError, match="video_codebook_size=4096"):
+        TokenShardDataset(shards, Vocab(40, 2**10, 16, 3))

@@ -39,6 +39,16 @@ class Plan:
     cut: tuple[int, ...]  # frame split points for i2v/continue/extend_back/bridge
 
 
+def vocab_from_meta(meta: dict[str, Any], video_factorize: bool = False) -> Vocab:
+    """The unified vocabulary matching the tokenizers recorded in a shard directory's meta.json."""
+    need = ("text_size", "video_codebook_size", "audio_codebook_size", "audio_num_quantizers")
+    missing = [k for k in need[:2] if not meta.get(k)]
+    if missing:
+        raise ValueError(f"shard meta lacks {missing}; cannot derive the vocabulary")
+    return Vocab(int(meta["text_size"]), int(meta["video_codebook_size"]), int(meta.get("audio_codebook_size") or 1),
+                 int(meta.get("audio_num_quantizers") or 1), video_factorize=video_factorize)
+
+
 class TokenShardDataset(torch.utils.data.Dataset):
     """Samples of a shard directory as task layouts. Shards must hold a ``video`` array (t, h, w)
     and may hold ``audio`` (Q, n); text ids come from the index."""
@@ -48,6 +58,10 @@ class TokenShardDataset(torch.utils.data.Dataset):
                  seed: int = 0):
         self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
         self.vocab = vocab
+        for k in ("text_size", "video_codebook_size", "audio_codebook_size", "audio_num_quantizers"):
+            stored = self.shards.meta.get(k)
+            if stored is not None and stored != getattr(vocab, k):
+                raise ValueError(f"shards were made with {k}={stored} but the vocabulary has {getattr(vocab, k)}")
         tasks = DEFAULT_TASKS if tasks is None else tasks
         weights = dict(tasks) if isinstance(tasks, dict) else {t: 1.0 for t in tasks}
         for t, w in weights.items():
