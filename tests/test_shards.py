@@ -187,3 +187,22 @@ def test_vocab_from_meta_and_mismatch(tmp_path: Path) -> None:
     TokenShardDataset(shards, VOCAB)
     with pytest.raises(ValueError, match="video_codebook_size=4096"):
         TokenShardDataset(shards, Vocab(40, 2**10, 16, 3))
+
+
+def test_max_tokens_crops_frames_and_factorised_lengths(shard_dir: Path) -> None:
+    import pickle
+
+    vf = Vocab(40, 2**12, 16, 3, video_factorize=True)
+    ds = TokenShardDataset(shard_dir, vf, tasks=list(layout.TASKS), max_tokens=60)
+    lengths = ds.lengths()
+    for i in range(len(ds)):
+        seq = ds[i]
+        assert len(seq) == lengths[i]
+        p = ds.plan(i)
+        if p.frames > {"i2v": 2, "continue": 2, "extend_back": 2, "bridge": 3}.get(p.task, 1):
+            assert len(seq) <= 60
+    # the shards pickle without their data (DataLoader workers re-open the memory maps)
+    ds.shards[0]
+    assert len(pickle.dumps(ds.shards)) < 20_000
+    back = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(back[3].ids, ds[3].ids)

@@ -158,7 +158,8 @@ class TokenShards:
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path} is not a {FORMAT} index")
-        self._maps: list[np.ndarray | None] = []
+        self._bins: list[tuple[Path, int]] = []
+        self._maps: dict[int, np.ndarray] = {}  # opened lazily, per process (see __getstate__)
         items: list[tuple[int, int, dict]] = []
         for s, idx in enumerate(sorted(self.root.glob("shard_*.jsonl"))):
             entries, _ = _read_index(idx)
@@ -166,13 +167,23 @@ class TokenShards:
             need = max((_entry_end(e) for e in entries), default=0)
             if need and (not bin_.is_file() or bin_.stat().st_size < need * DTYPE.itemsize):
                 raise ValueError(f"{bin_} is shorter than its index says; re-run the extraction to repair it")
-            self._maps.append(np.memmap(bin_, dtype=DTYPE, mode="r", shape=(need,)) if need else None)
+            self._bins.append((bin_, need))
             items += [(int(e["index"]), s, e) for e in entries]
         items.sort(key=lambda x: x[0])
         self._items = items
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers re-open the memory maps instead of receiving a pickled copy of the data
+        return {**self.__dict__, "_maps": {}}
+
+    def _map(self, s: int) -> np.ndarray:
+        if s not in self._maps:
+            path, need = self._bins[s]
+            self._maps[s] = np.memmap(path, dtype=DTYPE, mode="r", shape=(need,)) if need else np.zeros(0, DTYPE)
+        return self._maps[s]
 
     @property
     def indices(self) -> list[int]:
@@ -190,8 +201,7 @@ class TokenShards:
         arrays = {}
         for name, a in e["arrays"].items():
             n = int(np.prod(a["shape"]))
-            mm = self._maps[s]
-            flat = mm[a["offset"]:a["offset"] + n] if mm is not None else np.zeros(0, DTYPE)
+            flat = self._map(s)[a["offset"]:a["offset"] + n]
             arrays[name] = np.array(flat, dtype=np.int64).reshape(a["shape"])  # copy out of the map
         return Record(index, e.get("key", ""), e.get("caption", ""), list(e["text"]), arrays, e.get("meta", {}))
 

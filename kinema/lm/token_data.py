@@ -55,7 +55,7 @@ class TokenShardDataset(torch.utils.data.Dataset):
 
     def __init__(self, shards: TokenShards | str, vocab: Vocab, tasks: dict[str, float] | Seq[str] | None = None,
                  drop_text_prob: float = 0.1, max_text_tokens: int = 64, max_video_frames: int | None = None,
-                 seed: int = 0):
+                 max_tokens: int | None = None, seed: int = 0):
         self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
         self.vocab = vocab
         for k in ("text_size", "video_codebook_size", "audio_codebook_size", "audio_num_quantizers"):
@@ -77,6 +77,7 @@ class TokenShardDataset(torch.utils.data.Dataset):
         self.drop_text_prob = drop_text_prob
         self.max_text_tokens = max_text_tokens
         self.max_video_frames = max_video_frames
+        self.max_tokens = max_tokens
         self.seed = seed
         self.epoch = 0
         self._shapes = [self.shards.shapes(i) for i in range(len(self.shards))]
@@ -104,22 +105,32 @@ class TokenShardDataset(torch.utils.data.Dataset):
         return [k for k in self.tasks if t >= MIN_FRAMES.get(k, 1) and ("audio" in sh or k not in NEEDS_AUDIO)]
 
     def plan(self, i: int) -> Plan:
+        """Task, text drop and frame split of sample ``i`` this epoch (deterministic in
+        ``(seed, epoch, index)``). With ``max_tokens``, frames are dropped from the end of the clip
+        until the sequence fits (or the task's minimum number of frames is reached)."""
         rng = np.random.default_rng([self.seed, self.epoch, int(self.shards.indices[i])])
         names = self._eligible(i)
         w = np.array([self.tasks[n] for n in names])
         task = names[int(rng.choice(len(names), p=w / w.sum()))]
         drop = bool(rng.random() < self.drop_text_prob) and "text" in layout.SPEC[task][0]
-        t = self._frames(i)
-        if task == "t2i":
-            t = 1
+        u = rng.random(2)
+        t = 1 if task == "t2i" else self._frames(i)
+        while True:
+            p = self._make_plan(task, drop, t, u)
+            if self.max_tokens is None or t <= MIN_FRAMES.get(task, 1) or self._length(i, p) <= self.max_tokens:
+                return p
+            t -= 1
+
+    @staticmethod
+    def _make_plan(task: str, drop: bool, t: int, u: np.ndarray) -> Plan:
         cut: tuple[int, ...] = ()
         if task in ("continue", "extend_back"):
-            cut = (int(rng.integers(1, t)),)
+            cut = (1 + int(u[0] * (t - 1)),)  # in [1, t-1]
         elif task == "i2v":
             cut = (1,)
         elif task == "bridge":
-            a, b = sorted(rng.choice(np.arange(1, t), size=2, replace=False).tolist())
-            cut = (int(a), int(b))
+            a = 1 + int(u[0] * (t - 2))  # in [1, t-2]
+            cut = (a, a + 1 + int(u[1] * (t - 1 - a)))  # second in [a+1, t-1]
         return Plan(task, drop, t, cut)
 
     def _audio_len(self, i: int, frames: int) -> int:
@@ -130,7 +141,10 @@ class TokenShardDataset(torch.utils.data.Dataset):
 
     def seq_len(self, i: int) -> int:
         """Length of ``self[i]`` this epoch, computed from shapes only (no data read)."""
-        p, v = self.plan(i), self.vocab
+        return self._length(i, self.plan(i))
+
+    def _length(self, i: int, p: Plan) -> int:
+        v = self.vocab
         prefix, output = layout.SPEC[p.task]
         _, h, w = self._shapes[i]["video"]
         per_frame = h * w * v.video_tokens_per_code
