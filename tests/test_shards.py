@@ -206,3 +206,25 @@ def test_max_tokens_crops_frames_and_factorised_lengths(shard_dir: Path) -> None
     assert len(pickle.dumps(ds.shards)) < 20_000
     back = pickle.loads(pickle.dumps(ds))
     assert torch.equal(back[3].ids, ds[3].ids)
+
+
+def test_batches_feed_the_lm(shard_dir: Path) -> None:
+    """The collated batch is exactly what KinemaLM.forward takes; a tiny LM fits one batch."""
+    from kinema.lm.model import KinemaLM, LMConfig
+
+    torch.manual_seed(0)
+    ds = TokenShardDataset(shard_dir, VOCAB, tasks=list(layout.TASKS), max_tokens=120)
+    sampler = LengthGroupedBatchSampler(ds, batch_size=4, seed=0)
+    batch = collate([ds[i] for i in sampler.batches()[0]], pad_id=VOCAB.pad)
+    model = KinemaLM(LMConfig.preset("tiny", vocab_size=VOCAB.size, vocab=VOCAB.to_dict()))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = model(batch["ids"], batch["positions"], prefix_len=batch["prefix_len"],
+                    attention_mask=batch["attention_mask"], loss_mask=batch["loss_mask"])
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert out.n_tokens == int((batch["loss_mask"][:, 1:] & batch["attention_mask"][:, 1:]).sum())
+    assert losses[-1] < 0.6 * losses[0], losses[::10]
