@@ -194,11 +194,16 @@ def _packets(container, stream, stats: _Stats) -> Iterator[list]:
 def _video_frames(container, vs, stats: _Stats) -> Iterator[tuple[float, int, av.VideoFrame]]:
     """(time s, seq, frame) in presentation order, via a small reorder heap."""
     src_dt = 1.0 / _src_fps(vs)
+    declared = (container.duration or 0) / 1e6
+    t_max = _origin(container) + 10 * declared + 60.0 if declared > 0 else math.inf  # beyond: corrupt pts
     heap: list = []
     seq, last_t = 0, None
     for frames in _packets(container, vs, stats):
         for f in frames:
             t = float(f.time) if f.time is not None else (last_t + src_dt if last_t is not None else 0.0)
+            if not -1.0 <= t <= t_max:
+                stats.bad += 1
+                continue
             if last_t is not None and t < last_t:
                 stats.out_of_order += 1
             last_t = t if last_t is None else max(t, last_t)
@@ -343,8 +348,8 @@ def _read_audio_window(container, t0: float, t1: float, stats: _Stats) -> tuple[
         for f in frames:
             t = float(f.time) if f.time is not None else None
             idx = round((t - t0) * rate) if t is not None else (next_idx or 0)
-            if next_idx is not None and abs(idx - next_idx) <= tol:
-                idx = next_idx
+            if next_idx is not None and (abs(idx - next_idx) <= tol or abs(idx - next_idx) > 60 * rate):
+                idx = next_idx  # contiguous, or a timestamp jump of over a minute: a corrupt pts
             try:
                 arr = _to_float(f, resamplers, layout, rate)
             except (av.FFmpegError, ValueError) as e:  # an undecodable frame: leave silence
