@@ -1,0 +1,322 @@
+"""Train KinemaLM on token shards with DeepSpeed (ZeRO 0-3), resumable, with eval and metrics.
+
+One machine, N GPUs::
+
+    deepspeed --num_gpus 8 scripts/train_lm.py --config configs/lm/300M.yaml \
+        --deepspeed_config configs/deepspeed/zero2.json train.steps=100000
+
+Several machines: a hostfile lists ``hostname slots=N`` per line, reachable by passwordless ssh,
+same paths everywhere::
+
+    deepspeed --hostfile hosts.txt --master_addr node0 scripts/train_lm.py --config configs/lm/1B.yaml \
+        --deepspeed_config configs/deepspeed/zero3.json
+
+CPU (tests, this machine): gloo backend, one thread per process::
+
+    DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/tiny.yaml
+
+Without the launcher it runs as a single process. Data: ``data.train``/``data.eval`` shard
+directories (scripts/extract_tokens.py); when ``data.train`` is empty, structured synthetic shards
+are written to ``<run_dir>/synthetic_{train,eval}`` first. DeepSpeed checkpoints go to
+``<run_dir>/ds_checkpoints`` (client state: step, epoch, batch position, RNG) and a rerun resumes
+from the latest one; the end of training writes ``<run_dir>/final`` in save_pretrained format.
+Mixed precision: bf16 autocast in the forward (fp32 master weights and optimizer state in the
+engine), which works on every DeepSpeed accelerator including CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+    os.environ["DS_ACCELERATOR"] = "cpu"
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kinema.checkpoint import rng_state, set_rng_state  # noqa: E402
+from kinema.config import from_dict, load_config, save_config, to_dict  # noqa: E402
+from kinema.errors import ConfigError, KinemaError  # noqa: E402
+from kinema.lm.model import KinemaLM, LMConfig  # noqa: E402
+from kinema.lm.shards import Record, ShardWriter, TokenShards  # noqa: E402
+from kinema.lm.token_data import LengthGroupedBatchSampler, TokenShardDataset, collate  # noqa: E402
+from kinema.lm.vocab import Vocab  # noqa: E402
+from kinema.training import MetricsLogger, NonFiniteGuard, autocast, cosine_lr  # noqa: E402
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # shard directory; empty: synthetic shards
+    eval: str = ""  # held-out shard directory; empty with synthetic data: a synthetic one
+    vocab: dict = field(default_factory=dict)  # Vocab fields when the shards' meta.json has no "vocab"
+    tasks: dict = field(default_factory=dict)  # task -> weight; empty: kinema.lm.token_data default mix
+    drop_text_prob: float = 0.1
+    max_text_tokens: int = 64
+    max_video_frames: int | None = None
+    synthetic_samples: int = 64
+    synthetic_grid: tuple[int, int, int] = (3, 4, 4)
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 100
+    micro_batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 10
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    bf16: bool = True
+    eval_every: int = 50
+    eval_batches: int = 8
+    ckpt_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    max_minutes: float = 0.0  # 0: no limit; else stop (after a checkpoint) when exceeded
+    stop_after: int = 0  # testing: exit hard right after the checkpoint of this step (simulated kill)
+
+
+@dataclass
+class LMTrainConfig:
+    run_dir: str = "runs/lm"
+    preset: str = "tiny"
+    model: dict = field(default_factory=dict)  # LMConfig overrides on top of the preset
+    data: DataConfig = field(default_factory=DataConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+
+
+# ----------------------------------------------------------------------------- data
+def write_synthetic_shards(root: Path, vocab: Vocab, n: int, grid: tuple[int, int, int], seed: int) -> None:
+    """Learnable synthetic codes: each clip's video is a pattern its text determines, drifting over time."""
+    if (root / "meta.json").is_file():
+        return
+    rng = np.random.default_rng(seed)
+    t, h, w = grid
+    with ShardWriter(root, meta={"vocab": vocab.to_dict(), "synthetic": True}) as wr:
+        for i in range(n):
+            text = rng.integers(0, vocab.text_size, size=int(rng.integers(2, 6))).tolist()
+            tt, hh, ww = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+            video = (text[0] * 7 + text[-1] + tt * (1 + text[0] % 3) + hh * 3 + ww) % vocab.video_codebook_size
+            audio = (np.arange(vocab.audio_num_quantizers)[:, None] * 5 + np.arange(2 * t)[None] + text[0]) % vocab.audio_codebook_size
+            wr.write(Record(i, key=f"synthetic_{i}", caption="", text=text,
+                            arrays={"video": video.astype(np.int32), "audio": audio.astype(np.int32)}))
+
+
+def resolve_vocab(cfg: LMTrainConfig, shards: TokenShards | None) -> Vocab:
+    if shards is not None and "vocab" in shards.meta:
+        return Vocab.from_dict(shards.meta["vocab"])
+    if not cfg.data.vocab:
+        raise ConfigError("the shards' meta.json has no 'vocab' entry; set data.vocab (text_size, video_codebook_size, ...)")
+    return Vocab.from_dict(cfg.data.vocab)
+
+
+def batches_for_rank(sampler: LengthGroupedBatchSampler, epoch: int, rank: int, world: int) -> list[list[int]]:
+    """This rank's micro-batches of an epoch (every rank gets the same count)."""
+    sampler.set_epoch(epoch)
+    allb = sampler.batches()
+    n = len(allb) // world
+    if n == 0:
+        raise ConfigError(f"{len(allb)} batches per epoch cannot feed {world} processes; add data or lower batch size")
+    return allb[rank:n * world:world]
+
+
+# ----------------------------------------------------------------------------- training
+def lm_loss(engine, batch: dict, bf16: bool, device) -> tuple[torch.Tensor, int]:
+    with autocast(device, enabled=bf16):
+        out = engine(batch["ids"].to(device), batch["positions"].to(device), prefix_len=batch["prefix_len"].to(device),
+                     attention_mask=batch["attention_mask"].to(device), loss_mask=batch["loss_mask"].to(device))
+    return out.loss, out.n_tokens
+
+
+@torch.no_grad()
+def evaluate(engine, ds: TokenShardDataset, cfg: LMTrainConfig, rank: int, world: int, device) -> float:
+    import torch.distributed as dist
+
+    engine.eval()
+    sampler = LengthGroupedBatchSampler(ds, cfg.train.micro_batch_size, seed=cfg.train.seed, shuffle=False)
+    mine = batches_for_rank(sampler, 0, rank, world)[: cfg.train.eval_batches]
+    tot = torch.zeros(2, dtype=torch.float64)
+    for b in mine:
+        loss, n = lm_loss(engine, collate([ds[i] for i in b], pad_id=ds.vocab.pad), cfg.train.bf16, device)
+        tot += torch.tensor([float(loss) * n, n], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(tot)
+    engine.train()
+    return float(tot[0] / tot[1].clamp(min=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="YAML (configs/lm/*.yaml)")
+    p.add_argument("--deepspeed_config", default="configs/deepspeed/zero1.json")
+    p.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=10 model.dim=128")
+    args = p.parse_args(argv)
+    try:
+        return train(args)
+    except (KinemaError, ValueError, FileNotFoundError) as e:
+        print(f"train_lm: error: {e}", file=sys.stderr)
+        return 2
+
+
+def train(args) -> int:
+    import deepspeed
+    import torch.distributed as dist
+
+    cfg = load_config(LMTrainConfig, args.config, args.overrides)
+    tc = cfg.train
+    run = Path(cfg.run_dir)
+    ds_cfg = json.loads(Path(args.deepspeed_config).read_text())
+    ds_cfg.update(train_micro_batch_size_per_gpu=tc.micro_batch_size, gradient_accumulation_steps=tc.grad_accum,
+                  gradient_clipping=tc.grad_clip, steps_per_print=10**9)
+    ds_cfg.pop("train_batch_size", None)
+    ds_cfg["zero_allow_untested_optimizer"] = True
+    cpu = deepspeed.accelerator.get_accelerator().device_name() == "cpu"
+    if "RANK" not in os.environ:  # plain `python scripts/train_lm.py`: a world of one
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cpu") if cpu else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if not cpu:
+        torch.cuda.set_device(device)
+    log = print if rank == 0 else (lambda *a, **k: None)
+
+    # data (rank 0 writes synthetic shards, the others wait)
+    train_dir, eval_dir = cfg.data.train, cfg.data.eval
+    if not train_dir:
+        train_dir, eval_dir = str(run / "synthetic_train"), str(run / "synthetic_eval")
+        if rank == 0:
+            v = Vocab.from_dict(cfg.data.vocab) if cfg.data.vocab else Vocab(64, 256, 32, 2)
+            write_synthetic_shards(Path(train_dir), v, cfg.data.synthetic_samples, cfg.data.synthetic_grid, tc.seed)
+            write_synthetic_shards(Path(eval_dir), v, max(8, cfg.data.synthetic_samples // 8), cfg.data.synthetic_grid, tc.seed + 1)
+        dist.barrier()
+    shards = TokenShards(train_dir)
+    vocab = resolve_vocab(cfg, shards)
+    kw = dict(tasks=cfg.data.tasks or None, drop_text_prob=cfg.data.drop_text_prob,
+              max_text_tokens=cfg.data.max_text_tokens, max_video_frames=cfg.data.max_video_frames, seed=tc.seed)
+    train_ds = TokenShardDataset(shards, vocab, **kw)
+    eval_ds = TokenShardDataset(TokenShards(eval_dir), vocab, **{**kw, "drop_text_prob": 0.0}) if eval_dir else None
+    sampler = LengthGroupedBatchSampler(train_ds, tc.micro_batch_size, seed=tc.seed)
+
+    # model + engine
+    torch.manual_seed(tc.seed)
+    try:
+        mcfg = LMConfig.preset(cfg.preset, **{**cfg.model, "vocab_size": vocab.size, "vocab": vocab.to_dict()})
+    except TypeError as e:
+        raise ConfigError(f"model: {e}") from None
+    model = KinemaLM(mcfg)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=tc.lr, betas=tc.betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_lr(s, 1.0, tc.warmup, tc.steps, tc.min_lr_ratio))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_cfg)
+    log(f"KinemaLM {cfg.preset}: {mcfg.num_params() / 1e6:.2f}M params, vocab {vocab.size}, "
+        f"ZeRO stage {ds_cfg.get('zero_optimization', {}).get('stage', 0)}, {world} process(es), device {device}")
+
+    # resume
+    ckpt_dir = run / "ds_checkpoints"
+    step, epoch, pos = 0, 0, 0
+    if (ckpt_dir / "latest").is_file():
+        path, client = engine.load_checkpoint(str(ckpt_dir))
+        if path is not None:
+            step, epoch, pos = client["step"], client["epoch"], client["pos"]
+            set_rng_state(client["rng"])
+            log(f"resumed from {path} at step {step}")
+    logger = MetricsLogger(run, enabled=rank == 0)
+    logger.truncate_after(step)
+    if rank == 0:
+        save_config(cfg, run / "train_config.yaml")
+    guard = NonFiniteGuard(max_in_row=5, log=log)
+
+    my_batches = batches_for_rank(sampler, epoch, rank, world)
+    t0, tokens, last = time.time(), 0, time.time()
+    bar = tqdm(total=tc.steps, initial=step, desc="train_lm", disable=rank != 0)
+    while step < tc.steps:
+        loss_acc = 0.0
+        for _ in range(tc.grad_accum):
+            if pos >= len(my_batches):
+                epoch, pos = epoch + 1, 0
+                my_batches = batches_for_rank(sampler, epoch, rank, world)
+            batch = collate([train_ds[i] for i in my_batches[pos]], pad_id=vocab.pad)
+            pos += 1
+            loss, n = lm_loss(engine, batch, tc.bf16, device)
+            finite = torch.tensor([float(torch.isfinite(loss.detach()))])
+            if world > 1:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:  # skip this micro-batch on every rank: it contributes zero gradient
+                guard.check(torch.tensor(float("nan")), None, step)
+                loss = sum(p.sum() * 0.0 for p in engine.module.parameters())
+            else:
+                guard.check(loss, None, step)
+            engine.backward(loss)
+            engine.step()
+            loss_acc += float(loss.detach()) / tc.grad_accum
+            tokens += n * world
+        step += 1
+        bar.update(1)
+        if step % tc.log_every == 0 or step == tc.steps:
+            dt = time.time() - last
+            logger.log(step, train_loss=loss_acc, lr=engine.get_lr()[0], tokens_per_s=tokens / max(dt, 1e-9))
+            bar.set_postfix(loss=f"{loss_acc:.3f}")
+            tokens, last = 0, time.time()
+        if eval_ds is not None and (step % tc.eval_every == 0 or step == tc.steps):
+            ev = evaluate(engine, eval_ds, cfg, rank, world, device)
+            logger.log(step, eval_loss=ev)
+            log(f"step {step}: eval loss {ev:.4f}")
+        out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
+        if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
+            client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state()}
+            engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
+            if tc.stop_after and step == tc.stop_after:
+                dist.barrier()
+                os._exit(17)  # simulated crash right after a checkpoint
+        if out_of_time:
+            log(f"stopping at step {step}: max_minutes {tc.max_minutes} reached (resume by rerunning)")
+            break
+    bar.close()
+    if rank == 0:
+        logger.plot()
+    export_final(engine, mcfg, ckpt_dir, run / "final", ds_cfg, rank)
+    dist.barrier()
+    return 0
+
+
+def export_final(engine, mcfg: LMConfig, ckpt_dir: Path, out: Path, ds_cfg: dict, rank: int) -> None:
+    """The latest DeepSpeed checkpoint as save_pretrained (config.json + model.safetensors), fp32."""
+    import torch.distributed as dist
+
+    stage = ds_cfg.get("zero_optimization", {}).get("stage", 0)
+    dist.barrier()
+    if stage == 3:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir)) if rank == 0 else None
+    else:
+        state = {k: v.float() for k, v in engine.module.state_dict().items()} if rank == 0 else None
+    if rank == 0:
+        model = KinemaLM(mcfg)
+        model.load_state_dict(state)
+        model.save_pretrained(out)
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
