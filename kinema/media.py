@@ -265,10 +265,15 @@ def _read_frames(path, container, fps, size, mode, start, duration, recover) -> 
     out: list[np.ndarray] = []
     cache: tuple[int, np.ndarray] | None = None
 
+    first_wh: tuple[int, int] | None = None  # with size=None, a mid-stream size change is resized back
+
     def emit(item) -> None:
-        nonlocal cache
+        nonlocal cache, first_wh
         if cache is None or cache[0] != item[1]:
-            cache = (item[1], _frame_to_rgb(item[2], size, mode))
+            f = item[2]
+            first_wh = first_wh or (f.width, f.height)
+            want = size if size is not None or (f.width, f.height) == first_wh else first_wh
+            cache = (item[1], _frame_to_rgb(f, want, mode))
         out.append(cache[1])
         if len(out) * frame_bytes > MAX_DECODE_BYTES:
             raise ResourceError(f"{path}: decoded frames exceed the {MAX_DECODE_BYTES / 2**30:.0f} GiB limit "
@@ -292,7 +297,7 @@ def _read_frames(path, container, fps, size, mode, start, duration, recover) -> 
     if not out:
         if stats.bad or stats.read_error:
             raise MediaError(f"{path}: video stream is damaged, no frame could be decoded "
-                             f"({stats.read_error or stats.errors[0] if stats.errors else 'undecodable'})")
+                             f"({stats.read_error or (stats.errors[0] if stats.errors else 'undecodable')})")
         raise MediaError(f"{path}: no video frames in the requested window (start={start}, duration={duration})")
     if not recover:
         _check_damage(path, stats, declared, start, duration, len(out) / out_fps)
