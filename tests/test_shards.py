@@ -228,3 +228,20 @@ def test_batches_feed_the_lm(shard_dir: Path) -> None:
         losses.append(out.loss.item())
     assert out.n_tokens == int((batch["loss_mask"][:, 1:] & batch["attention_mask"][:, 1:]).sum())
     assert losses[-1] < 0.6 * losses[0], losses[::10]
+
+
+def test_resume_when_codes_were_lost_after_index(tmp_path: Path) -> None:
+    """After a power loss the index may point past the end of the codes: those samples are redone."""
+    extract(tmp_path, 6, _encoder_factory, progress=False)
+    bin_ = tmp_path / "shard_00000.bin"
+    full = bin_.stat().st_size
+    with open(bin_, "r+b") as f:
+        f.truncate(full - 8)  # the last sample lost its tail
+    with pytest.raises(ValueError, match="shorter than its index"):
+        TokenShards(tmp_path)
+    counts = extract(tmp_path, 6, _encoder_factory, progress=False)
+    assert counts == {"done_before": 4, "written": 1, "skipped": 1}
+    shards = TokenShards(tmp_path)
+    assert shards.indices == [0, 1, 2, 3, 4]
+    for k, i in enumerate(shards.indices):
+        _same_records(shards[k], _record(i))

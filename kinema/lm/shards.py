@@ -96,7 +96,16 @@ class ShardWriter:
         self.shard = shard
         idx, bin_ = self.root / f"{_shard_name(shard)}.jsonl", self.root / f"{_shard_name(shard)}.bin"
         entries, good = _read_index(idx)
-        if idx.is_file() and idx.stat().st_size != good:
+        size = bin_.stat().st_size if bin_.is_file() else 0
+        keep = 0  # index lines whose data is wholly on disk (after a power loss it may not be)
+        while keep < len(entries) and _entry_end(entries[keep]) * DTYPE.itemsize <= size:
+            keep += 1
+        if keep < len(entries):
+            dropped = {int(e["index"]) for e in entries[keep:]}
+            self.done -= dropped
+            entries = entries[:keep]
+            atomic_write_text(idx, "".join(json.dumps(e) + "\n" for e in entries))
+        elif idx.is_file() and idx.stat().st_size != good:
             with open(idx, "r+b") as f:
                 f.truncate(good)
         end = max((_entry_end(e) for e in entries), default=0) * DTYPE.itemsize
@@ -124,8 +133,7 @@ class ShardWriter:
             arrays[name] = {"offset": off, "shape": list(a.shape)}
             off += a.size
         self._bin.write(b"".join(chunks))
-        self._bin.flush()
-        os.fsync(self._bin.fileno())
+        self._bin.flush()  # codes reach the OS before their index line (a kill cannot reorder them)
         line = {"index": int(rec.index), "key": rec.key, "caption": rec.caption,
                 "text": [int(t) for t in rec.text], "arrays": arrays, **({"meta": rec.meta} if rec.meta else {})}
         self._idx.write((json.dumps(line) + "\n").encode())
