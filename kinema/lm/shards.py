@@ -179,6 +179,7 @@ class TokenShards:
             items += [(int(e["index"]), s, e) for e in entries]
         items.sort(key=lambda x: x[0])
         self._items = items
+        self._indices = [i for i, _, _ in items]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -195,7 +196,8 @@ class TokenShards:
 
     @property
     def indices(self) -> list[int]:
-        return [i for i, _, _ in self._items]
+        """The stored samples' extraction indices, in order (``shards[k].index == indices[k]``)."""
+        return self._indices
 
     def shapes(self, i: int) -> dict[str, tuple[int, ...]]:
         """Code array shapes of sample ``i`` without touching the data."""

@@ -80,6 +80,7 @@ class TokenShardDataset(torch.utils.data.Dataset):
         self.max_tokens = max_tokens
         self.seed = seed
         self.epoch = 0
+        self._plans: dict[int, Plan] = {}  # this epoch's plans, filled lazily
         self._shapes = [self.shards.shapes(i) for i in range(len(self.shards))]
         self._text_len = [len(self.shards.text(i)) for i in range(len(self.shards))]
         for i, sh in enumerate(self._shapes):
@@ -91,6 +92,8 @@ class TokenShardDataset(torch.utils.data.Dataset):
         return len(self.shards)
 
     def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self._plans.clear()
         self.epoch = int(epoch)
 
     # ------------------------------------------------------------------ planning
@@ -108,6 +111,11 @@ class TokenShardDataset(torch.utils.data.Dataset):
         """Task, text drop and frame split of sample ``i`` this epoch (deterministic in
         ``(seed, epoch, index)``). With ``max_tokens``, frames are dropped from the end of the clip
         until the sequence fits (or the task's minimum number of frames is reached)."""
+        if i not in self._plans:
+            self._plans[i] = self._new_plan(i)
+        return self._plans[i]
+
+    def _new_plan(self, i: int) -> Plan:
         rng = np.random.default_rng([self.seed, self.epoch, int(self.shards.indices[i])])
         names = self._eligible(i)
         w = np.array([self.tasks[n] for n in names])
@@ -225,6 +233,8 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
         self.start_batch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        if int(epoch) != self.epoch:
+            self._plans.clear()
         self.epoch = int(epoch)
         if hasattr(self.source, "set_epoch"):
             self.source.set_epoch(epoch)
