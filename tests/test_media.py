@@ -187,6 +187,39 @@ def test_truncated_mp4(tmp_path, clip30):
         read_video(tiny, recover=True)
 
 
+def _corrupt_audio_packets(src: Path, dst: Path, which: set[int]) -> None:
+    """Remux src into dst replacing the audio packets numbered in ``which`` by random bytes."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        k = 0
+        for p in inp.demux():
+            if p.dts is None:
+                continue
+            if p.stream.type == "audio":
+                k += 1
+                if k in which:
+                    q = av.Packet(rng.integers(0, 256, p.size, dtype=np.uint8).tobytes())
+                    q.pts, q.dts, q.time_base = p.pts, p.dts, p.time_base
+                    q.stream = streams[p.stream.index]
+                    out.mux(q)
+                    continue
+            p.stream = streams[p.stream.index]
+            out.mux(p)
+
+
+def test_damaged_audio_packets_keep_sync(tmp_path, clip30):
+    """Undecodable audio packets before the click become silence; the click stays at 1.5 s."""
+    bad = tmp_path / "bad_audio.mp4"
+    _corrupt_audio_packets(clip30, bad, {10, 11, 12})
+    clip = read_video(bad)
+    assert clip.skipped_packets >= 1 and clip.num_frames == 90 and clip.audio.shape == (2, 3 * 16000)
+    loud = (clip.audio.abs().amax(0) > 0.5).nonzero().flatten()
+    assert abs(int(loud[0]) - 24000) < 16000 / 30
+
+
 def test_resource_guard(clip30):
     with pytest.raises(ResourceError, match="GiB"):
         read_video(clip30, size=(60000, 60000))
