@@ -24,6 +24,7 @@ import torch
 
 from kinema.errors import KinemaError
 from kinema.lm.shards import Record, extract
+from kinema.lm.vocab import Vocab
 
 
 def read_manifest(path: Path) -> list[dict[str, Any]]:
@@ -112,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                 "audio_num_quantizers": int(ac.quantizers_for_kbps(args.kbps)) if ac else None,
                 "fps": args.fps, "size": list(args.size), "frames": args.frames, "kbps": args.kbps,
                 "sample_rate": int(ac.sample_rate) if ac else None, "data": str(args.data.resolve())}
+        # the default unified vocabulary for these tokenizers (factorised when the codebook is large)
+        meta["vocab"] = Vocab(meta["text_size"], meta["video_codebook_size"], meta["audio_codebook_size"] or 1,
+                              meta["audio_num_quantizers"] or 1,
+                              video_factorize=meta["video_codebook_size"] > 2**14).to_dict()
         del vt, ac, tt
         counts = extract(args.out, len(items), partial(make_encoder, args, items), meta=meta,
                          num_workers=args.workers, shard_bytes=args.shard_mb << 20)

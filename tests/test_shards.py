@@ -187,6 +187,13 @@ def test_vocab_from_meta_and_mismatch(tmp_path: Path) -> None:
     TokenShardDataset(shards, VOCAB)
     with pytest.raises(ValueError, match="video_codebook_size=4096"):
         TokenShardDataset(shards, Vocab(40, 2**10, 16, 3))
+    nested = {"vocab": VOCAB.to_dict()}
+    assert vocab_from_meta(nested) == VOCAB
+    assert vocab_from_meta(nested, video_factorize=True) == Vocab(40, 2**12, 16, 3, video_factorize=True)
+    with ShardWriter(tmp_path / "n", nested) as w:
+        w.write(_record(0))
+    with pytest.raises(ValueError, match="text_size=40"):
+        TokenShardDataset(tmp_path / "n", Vocab(41, 2**12, 16, 3))
 
 
 def test_max_tokens_crops_frames_and_factorised_lengths(shard_dir: Path) -> None:

@@ -40,7 +40,12 @@ class Plan:
 
 
 def vocab_from_meta(meta: dict[str, Any], video_factorize: bool = False) -> Vocab:
-    """The unified vocabulary matching the tokenizers recorded in a shard directory's meta.json."""
+    """The unified vocabulary matching the tokenizers recorded in a shard directory's meta.json
+    (its ``vocab`` entry when present, else the flat tokenizer sizes)."""
+    if isinstance(meta.get("vocab"), dict):
+        v = Vocab.from_dict(meta["vocab"])
+        return v if v.video_factorize == video_factorize else Vocab.from_dict(
+            {**v.to_dict(), "video_factorize": video_factorize, "size": None})
     need = ("text_size", "video_codebook_size", "audio_codebook_size", "audio_num_quantizers")
     missing = [k for k in need[:2] if not meta.get(k)]
     if missing:
@@ -58,8 +63,9 @@ class TokenShardDataset(torch.utils.data.Dataset):
                  max_tokens: int | None = None, seed: int = 0):
         self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
         self.vocab = vocab
+        stored_vocab = self.shards.meta.get("vocab") if isinstance(self.shards.meta.get("vocab"), dict) else {}
         for k in ("text_size", "video_codebook_size", "audio_codebook_size", "audio_num_quantizers"):
-            stored = self.shards.meta.get(k)
+            stored = self.shards.meta.get(k, stored_vocab.get(k))
             if stored is not None and stored != getattr(vocab, k):
                 raise ValueError(f"shards were made with {k}={stored} but the vocabulary has {getattr(vocab, k)}")
         tasks = DEFAULT_TASKS if tasks is None else tasks
