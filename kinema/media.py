@@ -16,7 +16,11 @@ packet (``Megamind.avi`` has one) becomes silence; a few undecodable video packe
 (the previous frame is held). Both are counted in ``Clip.skipped_packets``. A file that cannot be
 read to its end (truncated, unreadable container data) or has many damaged video packets raises
 MediaError unless ``recover=True``, which returns the readable part. Loops are bounded by the
-number of packets in the file and ``MAX_BAD_PACKETS``.
+number of packets in the file and ``MAX_BAD_PACKETS``. (``Megamind_bugy.avi`` of the shared media
+is a badly re-compressed copy: FFmpeg decodes all of its packets, so it reads without recovery;
+``describe`` lists what it does notice, such as frames decoded out of timestamp order.)
+
+Writers (``write_video``, ``write_audio``) live in :mod:`kinema.media_write` and are re-exported.
 """
 from __future__ import annotations
 
@@ -300,7 +304,8 @@ def _read_frames(path, container, fps, size, mode, start, duration, recover) -> 
                              f"({stats.read_error or (stats.errors[0] if stats.errors else 'undecodable')})")
         raise MediaError(f"{path}: no video frames in the requested window (start={start}, duration={duration})")
     if not recover:
-        _check_damage(path, stats, declared, start, duration, len(out) / out_fps)
+        own = float(vs.duration * vs.time_base) if vs.duration else 0.0  # not the container's: audio may be longer
+        _check_damage(path, stats, own, start, duration, len(out) / out_fps)
     return np.stack(out), out_fps, stats
 
 
