@@ -2,11 +2,13 @@
 
     python scripts/train_text_tokenizer.py --manifest data/synth/manifest.jsonl --vocab-size 512
     python scripts/train_text_tokenizer.py --captions captions.txt --out runs/text_tokenizer
-    python scripts/train_text_tokenizer.py --template-captions 5000   # synthetic-world style captions
+    python scripts/train_text_tokenizer.py --synthetic 5000 --template-captions 5000   # the embedded one
 
 ``--manifest`` reads JSONL files (or folders holding ``manifest.jsonl``) with a ``caption`` field;
-``--captions`` reads one caption per line. ``--template-captions N`` adds N captions built from the
-synthetic world's words (DESIGN.md section 4) for when no dataset has been rendered yet.
+``--captions`` reads one caption per line. ``--synthetic N`` adds the captions of the synthetic
+world's scenes 0..N-1 (no rendering needed); ``--template-captions N`` adds N broader captions
+(more colours, shapes, motions, spellings) so prompts outside the synthetic world still tokenise
+into words rather than bytes.
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ from kinema.paths import default_component_dir
 from kinema.tokenizers.text import TextTokenizer
 
 SIZES = ["tiny", "small", "medium", "large", "big"]
-COLOURS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "white", "black", "grey",
-           "cyan", "magenta", "brown"]
+COLOURS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "white", "black", "grey", "gray",
+           "cyan", "magenta", "brown", "dark blue"]
 SHAPES = ["circle", "square", "triangle", "rectangle", "ball", "star", "diamond", "ring"]
 MOTIONS = ["bouncing", "falling", "sliding left", "sliding right", "moving up", "moving down",
-           "rolling", "passing behind", "bouncing off the walls", "falling under gravity", "resting"]
+           "rolling", "passing behind", "bouncing off the walls", "falling under gravity", "resting",
+           "standing still", "sliding up", "sliding down"]
 
 
 def template_captions(n: int, seed: int = 0) -> list[str]:
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--manifest", type=Path, action="append", default=[], help="JSONL with 'caption' (repeatable)")
     ap.add_argument("--captions", type=Path, action="append", default=[], help="text file, one caption a line")
-    ap.add_argument("--template-captions", type=int, default=0, help="add N synthetic-world captions")
+    ap.add_argument("--synthetic", type=int, default=0, help="add the captions of N synthetic-world scenes")
+    ap.add_argument("--template-captions", type=int, default=0, help="add N template captions")
     ap.add_argument("--vocab-size", type=int, default=512)
     ap.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe")
     ap.add_argument("--seed", type=int, default=0)
@@ -77,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             if not c.is_file():
                 raise KinemaError(f"captions file not found: {c}")
             caps += [line for line in c.read_text().splitlines() if line.strip()]
+        if args.synthetic:
+            from kinema.data.synthetic import sample_scene
+
+            caps += [sample_scene(args.seed + i).caption for i in range(args.synthetic)]
         caps += template_captions(args.template_captions, args.seed)
         if not caps:
-            raise KinemaError("no captions: give --manifest, --captions or --template-captions")
+            raise KinemaError("no captions: give --manifest, --captions, --synthetic or --template-captions")
         tok = TextTokenizer.train(caps, vocab_size=args.vocab_size, model_type=args.model_type)
         tok.save_pretrained(args.out)
     except (KinemaError, ValueError) as e:

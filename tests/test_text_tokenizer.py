@@ -67,6 +67,13 @@ def test_embedded_default() -> None:
     assert tok.vocab_size == 512
     text = "a small blue circle bouncing on a black background"
     assert tok.decode(tok.encode(text)) == text
+    from kinema.data.synthetic import sample_scene
+
+    caps = [sample_scene(90_000 + i).caption for i in range(50)]  # scenes the tokenizer never saw
+    for c in caps:
+        ids = tok.encode(c)
+        assert tok.decode(ids) == c
+        assert len(ids) <= len(c.split()) + 2 <= 64  # about one token per word, inside the LM budget
 
 
 def test_bad_input(tok: TextTokenizer, tmp_path: Path) -> None:
