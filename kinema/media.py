@@ -110,6 +110,11 @@ def _stream(container, kind: str):
     return None
 
 
+def _msg(e: Exception) -> str:
+    """An FFmpeg error as one short phrase (no errno noise)."""
+    return str(getattr(e, "strerror", None) or e)
+
+
 def _origin(container) -> float:
     """Time zero of the file, in seconds (the container's start time when positive)."""
     st = container.start_time
@@ -190,7 +195,7 @@ def _packets(container, stream, stats: _Stats) -> Iterator[list]:
         except (av.FFmpegError, ValueError) as e:
             stats.bad += 1
             if len(stats.errors) < 3:
-                stats.errors.append(str(e))
+                stats.errors.append(_msg(e))
             if stats.bad > MAX_BAD_PACKETS:
                 stats.read_error = f"gave up after {stats.bad} undecodable packets"
                 return
@@ -365,7 +370,7 @@ def _read_audio_window(container, t0: float, t1: float, stats: _Stats) -> tuple[
                 arr = _to_float(f, resamplers, layout, rate)
             except (av.FFmpegError, ValueError) as e:  # an undecodable frame: leave silence
                 stats.bad += 1
-                stats.errors.append(str(e))
+                stats.errors = (stats.errors + [_msg(e)])[:3]
                 continue
             stats.first_time = t if stats.first_time is None else stats.first_time
             next_idx = idx + arr.shape[1]

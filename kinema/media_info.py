@@ -23,7 +23,8 @@ def describe(path: str | Path) -> str:
         fmt = c.format.long_name or c.format.name
         dur = (c.duration or 0) / 1e6
         parts = [f"{path}: {fmt}, {dur:.2f} s."]
-        notes: list[str] = []
+        notes: list[str] = []  # oddities that reading copes with
+        damage: list[str] = []  # data that could not be decoded
         vs = _stream(c, "video")
         v_info = None
         if vs is not None:
@@ -45,9 +46,9 @@ def describe(path: str | Path) -> str:
                      + (f" of {declared} declared" if declared and declared != st.frames else "")
                      + f" spanning {span:.2f} s.")
         if st.bad:
-            notes.append(f"{st.bad} damaged video packet(s) skipped ({st.errors[0] if st.errors else ''})")
+            damage.append(f"{st.bad} damaged video packet(s) skipped ({st.errors[0] if st.errors else ''})")
         if st.read_error:
-            notes.append(f"reading stopped early: {st.read_error} (truncated or damaged file)")
+            damage.append(f"reading stopped early: {st.read_error} (truncated or damaged file)")
         if st.out_of_order:
             notes.append(f"{st.out_of_order} video frame(s) decoded out of timestamp order (reordered)")
         if dur > 0 and st.frames and abs(span - dur) > max(0.5, 0.1 * dur):
@@ -67,11 +68,13 @@ def describe(path: str | Path) -> str:
             parts.append(f"Audio: {a.codec_context.name} {rate} Hz, {a.codec_context.channels} channel(s), "
                          f"{raw.shape[1] / rate:.2f} s decoded.")
             if ast.bad:
-                notes.append(f"{ast.bad} damaged audio packet(s) replaced by silence ({ast.errors[0] if ast.errors else ''})")
+                damage.append(f"{ast.bad} damaged audio packet(s) replaced by silence ({ast.errors[0] if ast.errors else ''})")
             if ast.read_error:
-                notes.append(f"audio reading stopped early: {ast.read_error}")
+                damage.append(f"audio reading stopped early: {ast.read_error}")
         else:
             parts.append("No audio stream.")
+    if damage:
+        parts.append("DAMAGED: " + "; ".join(damage) + ".")
     if notes:
-        parts.append("DAMAGE/ANOMALIES: " + "; ".join(notes) + ".")
+        parts.append("Notes: " + "; ".join(notes) + ".")
     return " ".join(parts)

@@ -266,6 +266,6 @@ def test_cli_info(media_dir, capsys, tmp_path):
     videos = sorted((media_dir / "video").glob("*.avi"))
     assert cli_main(["info", str(videos[0])]) == 0
     out = capsys.readouterr().out
-    assert "Megamind.avi" in out and "Audio: ac3 48000 Hz" in out and "damaged audio packet" in out
+    assert "Megamind.avi" in out and "Audio: ac3 48000 Hz" in out and "DAMAGED: 1 damaged audio packet" in out
     assert cli_main(["info", str(videos[0]), str(tmp_path / "nope.mp4")]) == 1
     assert "nope.mp4: no such file" in capsys.readouterr().out
