@@ -397,7 +397,7 @@ def _finish_audio(wav: np.ndarray, rate: int, sample_rate: int | None, mono: boo
     x = torch.from_numpy(wav)
     if mono and x.shape[0] > 1:
         x = x.mean(0, keepdim=True)
-    if sample_rate and int(sample_rate) != rate:
+    if sample_rate and int(sample_rate) != rate and x.shape[1] > 0:
         import torchaudio.functional as AF
 
         x = AF.resample(x, rate, int(sample_rate)).clamp(-1, 1)
@@ -472,8 +472,9 @@ def read_audio(path: str | Path, sample_rate: int | None = None, mono: bool = Fa
         raw, rate = _read_audio_window(container, _origin(container), math.inf, stats)
     if stats.read_error and raw.shape[1] == 0:
         raise MediaError(f"{path}: audio cannot be read ({stats.read_error})")
-    if raw.shape[1] == 0 and stats.bad:
-        raise MediaError(f"{path}: audio stream is damaged, nothing could be decoded ({stats.errors[:1]})")
+    if raw.shape[1] == 0:
+        why = f"damaged: {stats.errors[0]}" if stats.errors else "it is empty"
+        raise MediaError(f"{path}: no audio could be decoded ({why})")
     n_out = round(raw.shape[1] * (sample_rate or rate) / rate)
     return _finish_audio(raw, rate, sample_rate, mono, n_out)
 
