@@ -47,7 +47,7 @@ from kinema.config import from_dict, load_config, save_config, to_dict  # noqa: 
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
 from kinema.lm.model import KinemaLM, LMConfig  # noqa: E402
 from kinema.lm.shards import Record, ShardWriter, TokenShards  # noqa: E402
-from kinema.lm.token_data import LengthGroupedBatchSampler, TokenShardDataset, collate  # noqa: E402
+from kinema.lm.token_data import LengthGroupedBatchSampler, TokenShardDataset, collate, vocab_from_meta  # noqa: E402
 from kinema.lm.vocab import Vocab  # noqa: E402
 from kinema.training import MetricsLogger, NonFiniteGuard, autocast, cosine_lr  # noqa: E402
 
@@ -112,17 +112,21 @@ def write_synthetic_shards(root: Path, vocab: Vocab, n: int, grid: tuple[int, in
                             arrays={"video": video.astype(np.int32), "audio": audio.astype(np.int32)}))
 
 
-def resolve_vocab(cfg: LMTrainConfig, shards: TokenShards | None) -> Vocab:
-    if shards is not None and "vocab" in shards.meta:
-        return Vocab.from_dict(shards.meta["vocab"])
-    if not cfg.data.vocab:
-        raise ConfigError("the shards' meta.json has no 'vocab' entry; set data.vocab (text_size, video_codebook_size, ...)")
-    return Vocab.from_dict(cfg.data.vocab)
+def resolve_vocab(cfg: LMTrainConfig, shards: TokenShards) -> Vocab:
+    """data.vocab when given (checked against the shards), else what the shards' meta.json records."""
+    if cfg.data.vocab:
+        v = Vocab.from_dict(cfg.data.vocab)
+        if isinstance(shards.meta.get("vocab"), dict) and Vocab.from_dict(shards.meta["vocab"]).size != v.size:
+            raise ConfigError(f"data.vocab (size {v.size}) does not match the shards' vocabulary "
+                              f"(size {Vocab.from_dict(shards.meta['vocab']).size})")
+        return v
+    return vocab_from_meta(shards.meta)
 
 
 def batches_for_rank(sampler: LengthGroupedBatchSampler, epoch: int, rank: int, world: int) -> list[list[int]]:
     """This rank's micro-batches of an epoch (every rank gets the same count)."""
-    sampler.set_epoch(epoch)
+    sampler.epoch = int(epoch)
+    sampler.source.set_epoch(epoch)  # the dataset's task plans depend on the epoch
     allb = sampler.batches()
     n = len(allb) // world
     if n == 0:
