@@ -167,7 +167,8 @@ def generate(
             step = logits.float()  # (R, V)
             if use_cfg:
                 step = cfg_mix(step[:B], step[B:], guidance_scale)  # (B, V)
-            step = constrain(step, lo[i], hi[i])
+            if lo[i] > 0 or hi[i] < V:
+                step = constrain(step, lo[i], hi[i])
             out[:, i] = sample(step, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             j = i + 1
         bar.update(j - i)

@@ -176,13 +176,17 @@ class KinemaLM(nn.Module):
         return save_pretrained(directory, KIND, self.cfg, self.state_dict(), dtype=dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, vocab: Any = None, vocab_size: int | None = None,
+    def from_pretrained(cls, directory: str | Path | None = None, vocab: Any = None, vocab_size: int | None = None,
                         device: torch.device | str = "cpu") -> "KinemaLM":
         """Load a save_pretrained directory; refuse it when its vocabulary is not the tokenizers' one.
 
         ``vocab_size`` / ``vocab``: what the tokenizers in use produce (from kinema.lm.vocab). A
-        mismatch raises CheckpointError naming both sizes.
+        mismatch raises CheckpointError naming both sizes. No directory: the embedded default.
         """
+        if directory is None:
+            from kinema.paths import default_component_dir
+
+            directory = default_component_dir(KIND)
         cfg, state = load_pretrained(directory, LMConfig, KIND)
         if vocab is not None and hasattr(vocab, "to_dict"):  # a kinema.lm.vocab.Vocab
             vocab = vocab.to_dict()
