@@ -50,7 +50,9 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 
 def load_tokenizers(args: argparse.Namespace):
-    from kinema.tokenizers import AudioCodec, TextTokenizer, VideoTokenizer
+    from kinema.tokenizers.audio import AudioCodec
+    from kinema.tokenizers.text import TextTokenizer
+    from kinema.tokenizers.video import VideoTokenizer
 
     vt = VideoTokenizer.from_pretrained(args.video_tokenizer).eval()
     ac = None if args.no_audio else AudioCodec.from_pretrained(args.audio_codec).eval()
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-tokenizer", default=None, help="directory (default: embedded)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--shard-mb", type=int, default=1024)
+    ap.add_argument("--limit", type=int, default=None, help="stop after N new samples (resume later)")
     args = ap.parse_args(argv)
     try:
         if args.frames < 1 or args.fps <= 0 or min(args.size) < 1 or args.workers < 1:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                               video_factorize=meta["video_codebook_size"] > 2**14).to_dict()
         del vt, ac, tt
         counts = extract(args.out, len(items), partial(make_encoder, args, items), meta=meta,
-                         num_workers=args.workers, shard_bytes=args.shard_mb << 20)
+                         num_workers=args.workers, shard_bytes=args.shard_mb << 20, limit=args.limit)
     except (KinemaError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

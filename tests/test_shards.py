@@ -252,3 +252,46 @@ def test_resume_when_codes_were_lost_after_index(tmp_path: Path) -> None:
     assert shards.indices == [0, 1, 2, 3, 4]
     for k, i in enumerate(shards.indices):
         _same_records(shards[k], _record(i))
+
+
+def test_extract_tokens_script_end_to_end(tmp_path: Path) -> None:
+    """Synthetic mp4s -> frozen (tiny, untrained) tokenizers -> shards, killed after 2 and resumed."""
+    import importlib.util
+
+    video = pytest.importorskip("kinema.tokenizers.video")
+    from kinema.data.synthetic import write_dataset
+    from kinema.media import read_video
+    from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
+    from kinema.tokenizers.text import TextTokenizer
+    from kinema.lm.token_data import vocab_from_meta
+
+    spec = importlib.util.spec_from_file_location("extract_tokens", Path(__file__).parents[1] / "scripts" / "extract_tokens.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    manifest = write_dataset(tmp_path / "data", clips=3, seconds=1.0, size=(32, 32), fps=8.0, workers=1)
+    vt = video.VideoTokenizer(video.VideoTokenizerConfig.preset("tiny")).eval()
+    vt.save_pretrained(tmp_path / "vt")
+    vt = video.VideoTokenizer.from_pretrained(tmp_path / "vt").eval()
+    AudioCodec(AudioCodecConfig.preset("tiny")).save_pretrained(tmp_path / "ac")
+    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "tok"), "--size", "32", "32", "--frames", "9",
+            "--video-tokenizer", str(tmp_path / "vt"), "--audio-codec", str(tmp_path / "ac"), "--kbps", "9.6"]
+    assert script.main(args + ["--limit", "2"]) == 0
+    assert len(TokenShards(tmp_path / "tok")) == 2
+    assert script.main(args) == 0
+    shards = TokenShards(tmp_path / "tok")
+    assert shards.indices == [0, 1, 2]
+    tt = TextTokenizer.from_pretrained()
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for k in range(3):
+        rec = shards[k]
+        clip = read_video(tmp_path / "data" / records[k]["path"], fps=8.0, size=(32, 32))
+        x = clip.to_model_input()[:, :, : (min(clip.num_frames, 9) - 1) // 4 * 4 + 1]
+        np.testing.assert_array_equal(rec.arrays["video"], vt.encode(x)[0].numpy())
+        assert rec.arrays["audio"].shape[0] == 2 and rec.text == tt.encode(records[k]["caption"])
+    vocab = vocab_from_meta(shards.meta)
+    ds = TokenShardDataset(shards, vocab, tasks=list(layout.TASKS))
+    h, w = shards.shapes(0)["video"][1:]
+    for i in range(3):
+        assert layout.revert(ds[i].ids, vocab, video_hw=(h, w))["task"] == ds.plan(i).task
+    assert script.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
