@@ -295,3 +295,28 @@ def test_extract_tokens_script_end_to_end(tmp_path: Path) -> None:
     for i in range(3):
         assert layout.revert(ds[i].ids, vocab, video_hw=(h, w))["task"] == ds.plan(i).task
     assert script.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_extract_tokens_real_media(tmp_path: Path, media_dir: Path) -> None:
+    """Real clips (one with sound, one damaged) go through extraction without crashing the run."""
+    import importlib.util
+
+    video = pytest.importorskip("kinema.tokenizers.video")
+    from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
+
+    spec = importlib.util.spec_from_file_location("extract_tokens", Path(__file__).parents[1] / "scripts" / "extract_tokens.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    video.VideoTokenizer(video.VideoTokenizerConfig.preset("tiny")).save_pretrained(tmp_path / "vt")
+    AudioCodec(AudioCodecConfig.preset("tiny")).save_pretrained(tmp_path / "ac")
+    names = ["tree.avi", "Megamind.avi", "Megamind_bugy.avi"]
+    (tmp_path / "manifest.jsonl").write_text("".join(
+        json.dumps({"path": str(media_dir / "video" / n), "caption": n, "start": 1.0}) + "\n" for n in names))
+    rc = script.main(["--data", str(tmp_path), "--out", str(tmp_path / "tok"), "--size", "32", "32", "--frames", "9",
+                      "--video-tokenizer", str(tmp_path / "vt"), "--audio-codec", str(tmp_path / "ac"), "--kbps", "9.6"])
+    assert rc == 0
+    shards = TokenShards(tmp_path / "tok")
+    assert len(shards) >= 2  # the damaged file may be skipped, the good ones may not
+    got = {shards[i].caption: shards.shapes(i) for i in range(len(shards))}
+    assert got["tree.avi"]["video"][0] == 3 and "audio" in got["Megamind.avi"]
