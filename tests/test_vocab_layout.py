@@ -221,3 +221,39 @@ def test_text_truncation_and_drop() -> None:
     assert torch.equal(dropped.ids, empty.ids) and torch.equal(dropped.ids, none.ids)
     assert dropped.ids[2:4].tolist() == [v.bot, v.eot]
     assert revert(dropped.ids, v, video_hw=(2, 2))["text"] == []
+
+
+def test_build_revert_property() -> None:
+    """Random vocabularies, shapes and tasks: revert(build(x)) == x and the plan bounds every output."""
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.sampled_from(TASKS), st.integers(1, 300), st.integers(2, 5000), st.integers(1, 64), st.integers(1, 5),
+           st.booleans(), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**31 - 1))
+    def check(task, text_size, vcb, acb, q, fact, t, h, w, seed):
+        if fact and vcb < 4:
+            return
+        v = Vocab(text_size, vcb, acb, q, video_factorize=fact)
+        g = torch.Generator().manual_seed(seed)
+        kw = {}
+        for seg in SPEC[task][0] + SPEC[task][1]:
+            arg, kind = layout.ARG[seg], layout.KIND[seg]
+            if kind == "text":
+                kw[arg] = torch.randint(0, text_size, (int(torch.randint(0, 9, (1,), generator=g)),), generator=g).tolist()
+            elif kind == "video":
+                frames = 1 if seg == "image" or task == "t2i" else t
+                kw[arg] = torch.randint(0, vcb, (frames, h, w), generator=g)
+            else:
+                kw[arg] = torch.randint(0, acb, (int(torch.randint(1, q + 1, (1,), generator=g)), t + 1), generator=g)
+        seq = build(task, v, **kw)
+        back = revert(seq.ids, v, video_hw=(h, w))
+        assert back.pop("task") == task
+        assert all(_same(back[k], kw[k]) for k in kw)
+        pre = build_prefix(task, v, **{k: x for k, x in kw.items() if k not in ("video_codes", "audio_codes")})
+        plan = output_plan(task, v, tuple(kw["video_codes"].shape) if "video_codes" in kw else None,
+                           tuple(kw["audio_codes"].shape) if "audio_codes" in kw else None, start_pos=pre.next_pos)
+        out, b = seq.ids[seq.prefix_len:], plan.bounds()
+        assert ((out >= b[:, 0]) & (out < b[:, 1])).all()
+        assert torch.equal(plan.positions, seq.positions[seq.prefix_len:])
+
+    check()
