@@ -125,6 +125,10 @@ class KVCache:
         self.prefix_end = self.prefix_end.index_select(0, index)
 
 
+def _neg_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
 class Attention(nn.Module):
     """Fused-QKV grouped-query attention with rotary positions."""
 
@@ -135,6 +139,22 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.qkv = nn.Linear(dim, (n_heads + 2 * n_kv_heads) * head_dim, bias=bias)
         self.out = nn.Linear(n_heads * head_dim, dim, bias=False)
+
+    def _short_query(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention for a handful of queries (KV-cache decode) as two batched matmuls per KV head.
+
+        The queries of the G heads sharing one KV head are stacked, so GQA needs no key copies.
+        CPU SDPA kernels are tuned for long query blocks; for 1-8 queries this is several times faster.
+        """
+        B, H, L, D = q.shape
+        Hk, K = k.shape[1], k.shape[2]
+        G = H // Hk
+        qg = q.reshape(B, Hk, G * L, D)  # head h uses KV head h // G
+        scores = torch.matmul(qg, k.to(q.dtype).transpose(-1, -2)).float() * D**-0.5  # (B, Hk, G*L, K)
+        if mask is not None:
+            scores = (scores.view(B, Hk, G, L, K) + _neg_mask(mask, scores.dtype).unsqueeze(1)).view(B, Hk, G * L, K)
+        probs = scores.softmax(-1).to(q.dtype)
+        return torch.matmul(probs, v.to(q.dtype)).view(B, H, L, D)  # (B, H, L, D)
 
     def forward(
         self,
@@ -159,6 +179,8 @@ class Attention(nn.Module):
             o = _flash_attn_func(q.transpose(1, 2), k.transpose(1, 2).to(q.dtype), v.transpose(1, 2).to(q.dtype),
                                  causal=is_causal)  # (B, L, H, D)
             return self.out(o.reshape(B, L, H * D))
+        if cache is not None and L <= 8:  # decode: a few queries over a long cache
+            return self.out(self._short_query(q, k, v, mask).transpose(1, 2).reshape(B, L, H * D))
         o = F.scaled_dot_product_attention(
             q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, is_causal=is_causal and mask is None,
             enable_gqa=Hk != H,
