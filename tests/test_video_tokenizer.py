@@ -1,0 +1,107 @@
+"""Video tokenizer invariants: causality, image == first frame, chunked == whole, shapes, files, learning."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kinema.tokenizers.video import VideoTokenizer, VideoTokenizerConfig, pad_frames
+from kinema.tokenizers.video_trainer import VideoTrainConfig, psnr, sample_batch
+
+
+@pytest.fixture(scope="module")
+def vt():
+    torch.manual_seed(0)
+    return VideoTokenizer(VideoTokenizerConfig.preset("tiny")).eval()
+
+
+def _clip(T=9, H=32, W=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, T, H, W, generator=g) * 2 - 1
+
+
+def test_causality(vt):
+    x = _clip(T=13)
+    y = x.clone()
+    y[:, :, 6:] = torch.rand_like(y[:, :, 6:])  # change frames 6.. (latent 2 covers frames 5..8)
+    a, b = vt.encode(x), vt.encode(y)
+    assert torch.equal(a[:, :2], b[:, :2])
+    assert not torch.equal(a[:, 2:], b[:, 2:])
+
+
+def test_first_frame_coded_alone(vt):
+    x = _clip(T=9)
+    assert torch.equal(vt.encode(x[:, :, :1])[:, 0], vt.encode(x)[:, 0])
+
+
+def test_chunked_equals_whole(vt):
+    x = _clip(T=1 + 4 * 26, H=16, W=16)
+    codes = vt.encode(x)
+    assert torch.equal(vt.encode_chunked(x, chunk_latents=4), codes)
+    assert torch.allclose(vt.decode_chunked(codes, chunk_latents=4), vt.decode(codes), atol=1e-4)
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 48), (40, 24)])
+def test_shapes_any_aspect(vt, hw):
+    x = _clip(T=5, H=hw[0], W=hw[1])
+    codes = vt.encode(x)
+    assert codes.shape == (1, *vt.token_grid(5, *hw)) == (1, 2, hw[0] // 8, hw[1] // 8)
+    assert codes.min() >= 0 and codes.max() < vt.codebook_size
+    assert vt.decode(codes).shape == x.shape
+    assert vt.num_frames(2) == 5
+
+
+def test_codes_latents_round_trip(vt):
+    codes = torch.randint(0, vt.codebook_size, (2, 2, 3, 4))
+    assert torch.equal(vt.latents_to_codes(vt.codes_to_latents(codes)), codes)
+
+
+def test_bad_input(vt):
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        vt.encode(_clip(T=6))
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vt.encode(_clip(H=30))
+    with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
+        vt.encode(torch.zeros(1, 4, 5, 16, 16))
+    with pytest.raises(ValueError, match="float"):
+        vt.encode(torch.zeros(1, 3, 5, 16, 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        vt.encode(_clip() * 5)
+    with pytest.raises(ValueError, match="codes must lie"):
+        vt.decode(torch.full((1, 1, 2, 2), vt.codebook_size))
+    assert pad_frames(_clip(T=6)).shape[2] == 9
+
+
+def test_save_load_identical_codes(vt, tmp_path):
+    vt.save_pretrained(tmp_path / "vt")
+    again = VideoTokenizer.from_pretrained(tmp_path / "vt")
+    x = _clip()
+    assert torch.equal(vt.encode(x), again.encode(x))
+
+
+def test_tiny_model_overfits_one_clip():
+    torch.manual_seed(0)
+    from kinema.data.synthetic import generate
+
+    frames = generate(3, size=(32, 32), fps=8, seconds=9 / 8).frames
+    x = frames.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5 - 1
+    model = VideoTokenizer(VideoTokenizerConfig(base_channels=16, channel_mults=(1, 2), temporal_downs=(True, True),
+                                                patch_size=2, codebook_bits=8))
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    before = psnr(x, model(x)[0].detach())
+    for _ in range(60):
+        x_hat, _, aux = model(x)
+        loss = (x_hat - x).abs().mean() + aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    after = psnr(x, model.decode(model.encode(x)))
+    assert after > before + 6, (before, after)
+
+
+def test_sample_batch_shapes():
+    pool = torch.randint(0, 255, (3, 17, 32, 32, 3), dtype=torch.uint8)
+    cfg = VideoTrainConfig(batch_size=2, crop=16, num_frames=9)
+    g = torch.Generator().manual_seed(0)
+    assert sample_batch(pool, cfg, g, image=False).shape == (2, 3, 9, 16, 16)
+    assert sample_batch(pool, cfg, g, image=True).shape == (2, 3, 1, 16, 16)
