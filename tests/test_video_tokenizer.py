@@ -105,3 +105,17 @@ def test_sample_batch_shapes():
     g = torch.Generator().manual_seed(0)
     assert sample_batch(pool, cfg, g, image=False).shape == (2, 3, 9, 16, 16)
     assert sample_batch(pool, cfg, g, image=True).shape == (2, 3, 1, 16, 16)
+
+
+def test_training_resumes_to_identical_weights(tmp_path):
+    """A run stopped after a checkpoint and restarted ends with the same weights as an uninterrupted one."""
+    from kinema.tokenizers.video_trainer import train
+
+    common = dict(model=VideoTokenizerConfig.preset("tiny"), steps=4, batch_size=1, crop=16, num_frames=5,
+                  synthetic_clips=2, real_dirs=[], checkpoint_every=2, sample_every=100, disc_start=1,
+                  warmup=1, size=16, threads=1)
+    whole = train(VideoTrainConfig(run_dir=str(tmp_path / "a"), **common), progress=False)
+    train(VideoTrainConfig(run_dir=str(tmp_path / "b"), stop_after=2, **common), progress=False)
+    resumed = train(VideoTrainConfig(run_dir=str(tmp_path / "b"), **common), progress=False)
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

@@ -53,6 +53,7 @@ class VideoTrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
+    stop_after: int = 0  # fault drills: return after this many steps of this run, as if killed
 
 
 def build_pool(cfg: VideoTrainConfig) -> torch.Tensor:
@@ -147,6 +148,8 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
     print(f"training pool: {tuple(pool.shape)} clips; model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="video tokenizer", disable=not progress)
     for step in bar:
+        if cfg.stop_after and step - start >= cfg.stop_after:
+            return model
         model.train()
         set_lr(opt, cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps))
         image = torch.rand((), generator=gen) < cfg.image_fraction
@@ -178,7 +181,7 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
             opt_d.step()
         if step % 10 == 0:
             p = psnr(x, x_hat.detach())
-            log.log(step, loss=loss.item(), rec_loss=rec.item(), lfq_loss=float(aux), g_loss=g_loss.item(),
+            log.log(step, loss=loss.item(), rec_loss=rec.item(), lfq_loss=aux.item(), g_loss=g_loss.item(),
                     d_loss=d_loss.item(), psnr=p)
             bar.set_postfix(rec=f"{rec.item():.4f}", psnr=f"{p:.1f}")
         done = step + 1
