@@ -1,0 +1,466 @@
+"""Pipeline: prompt (and/or image, video, audio) -> video with sound, any length, every task.
+
+The only module that knows the whole path (DESIGN.md section 2): text/frames/audio -> tokenizers ->
+task layout (kinema.lm.layout) -> KinemaLM prefill + KV-cache decode (kinema.decode.generate) ->
+codes -> tokenizers' decoders -> frames + waveform.
+
+Long videos follow VideoPoet (Kondratyuk et al., 2023): a window of latents, then windows that each
+condition on the last ~1 s of tokens (``continue``; ``extend_back`` backwards), with a fresh KV cache
+per window so memory and cost per second stay flat (see kinema.decode.continuation). Audio is made
+alongside, per window, with the ``v2a`` layout conditioned on that window's video tokens.
+
+Documented behaviour:
+- ``seconds`` is the length to *generate*. For ``continue``/``extend_back``/``bridge`` the output is
+  the given clip(s) with the new part attached (resampled to the pipeline's fps and size).
+- Images/clips of another size are resized (aspect kept, centre crop); clips at another fps are
+  resampled by nearest frame. A clip shorter than the conditioning window (~1 s) conditions on what
+  it has (at least its last frame).
+- ``seconds`` above ``MAX_SECONDS`` (600) or frames above ``MAX_PIXELS`` raise ResourceError.
+- With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
+  (``out.interrupted``); the CLI writes that as a valid mp4.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from kinema.checkpoint import atomic_write_text
+from kinema.config import from_dict, to_dict
+from kinema.decode.continuation import LatentStream, latents_for_frames, window_schedule
+from kinema.decode.generate import generate
+from kinema.errors import CheckpointError, ResourceError
+from kinema.lm import layout
+from kinema.lm.model import KinemaLM
+from kinema.lm.vocab import Vocab
+from kinema.paths import DEFAULT_MODEL
+from kinema.pipeline_io import (GenerationOutput, MAX_SECONDS, as_image, check_seconds, check_size, fit_length,
+                                prepare_clip, resolve_task, to_model, to_uint8)
+from kinema.tokenizers.audio import AudioCodec
+from kinema.tokenizers.text import TextTokenizer
+from kinema.tokenizers.video import VideoTokenizer, pad_frames
+from kinema.training import autocast
+
+__all__ = ["Pipeline", "PipelineConfig", "GenerationOutput", "MAX_SECONDS"]
+
+BACKENDS = ("ar", "dit")
+CONFIG_NAME = "pipeline.json"
+
+
+@dataclass
+class PipelineConfig:
+    """Generation defaults stored beside the components (``pipeline.json``)."""
+
+    fps: float = 8.0
+    size: tuple[int, int] = (64, 64)  # (width, height)
+    seconds: float = 2.0  # default length to generate
+    window_latents: int = 5  # latents per LM window (condition + new)
+    cond_latents: int = 2  # latents carried into the next window (~1 s at 8 fps, 4x temporal)
+    decode_context: int = 4  # past latents re-decoded before each new window (bounded: flat cost)
+    guidance_scale: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_text_tokens: int = 64
+    max_seconds: float = MAX_SECONDS
+    bf16: bool = True
+
+
+class Pipeline:
+    """Every generation task with any set of components (see the module docstring)."""
+
+    def __init__(self, video_tokenizer: VideoTokenizer, audio_codec: AudioCodec | None, text_tokenizer: TextTokenizer,
+                 lm: KinemaLM, vocab: Vocab | None = None, config: PipelineConfig | None = None,
+                 diffusion_decoder: Any = None, dit: Any = None):
+        if vocab is None:
+            if not lm.cfg.vocab:
+                raise ValueError("the LM stores no vocabulary layout; pass vocab=kinema.lm.vocab.Vocab(...)")
+            vocab = Vocab.from_dict(lm.cfg.vocab)
+        if vocab.size != lm.cfg.vocab_size:
+            raise ValueError(f"vocabulary has {vocab.size} ids but the LM has {lm.cfg.vocab_size}")
+        bad = []
+        if text_tokenizer.vocab_size != vocab.text_size:
+            bad.append(f"text {text_tokenizer.vocab_size} vs {vocab.text_size}")
+        if video_tokenizer.codebook_size != vocab.video_codebook_size:
+            bad.append(f"video codebook {video_tokenizer.codebook_size} vs {vocab.video_codebook_size}")
+        if audio_codec is not None and (audio_codec.codebook_size != vocab.audio_codebook_size
+                                        or audio_codec.num_quantizers < vocab.audio_num_quantizers):
+            bad.append(f"audio codebook {audio_codec.codebook_size}x{audio_codec.num_quantizers} vs "
+                       f"{vocab.audio_codebook_size}x{vocab.audio_num_quantizers}")
+        if bad:
+            raise ValueError("components do not match the LM vocabulary: " + "; ".join(bad))
+        self.vt, self.ac, self.tt, self.lm, self.vocab = video_tokenizer.eval(), audio_codec, text_tokenizer, lm.eval(), vocab
+        if self.ac is not None:
+            self.ac.eval()
+        self.config = config or PipelineConfig()
+        if self.config.window_latents < 2 or not 1 <= self.config.cond_latents < self.config.window_latents:
+            raise ValueError("PipelineConfig needs window_latents >= 2 and 1 <= cond_latents < window_latents")
+        self.diffusion_decoder, self.dit = diffusion_decoder, dit
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def from_pretrained(cls, directory: str | Path | None = None, device: str | torch.device = "cpu") -> "Pipeline":
+        """Load every component from ``directory/<component>/`` (no argument: the embedded default)."""
+        root = Path(directory) if directory is not None else DEFAULT_MODEL
+        if not root.is_dir():
+            raise CheckpointError(f"model directory {root} does not exist")
+        missing = [c for c in ("video_tokenizer", "text_tokenizer", "lm") if not (root / c / "config.json").is_file()]
+        if missing:
+            raise CheckpointError(f"{root} lacks the component(s) {', '.join(missing)} (each a save_pretrained directory)")
+        cfg = PipelineConfig()
+        if (root / CONFIG_NAME).is_file():
+            cfg = from_dict(PipelineConfig, json.loads((root / CONFIG_NAME).read_text()))
+        vt = VideoTokenizer.from_pretrained(root / "video_tokenizer").to(device)
+        ac = AudioCodec.from_pretrained(root / "audio_codec").to(device) if (root / "audio_codec" / "config.json").is_file() else None
+        tt = TextTokenizer.from_pretrained(root / "text_tokenizer")
+        lm = KinemaLM.from_pretrained(root / "lm", device=device)
+        return cls(vt, ac, tt, lm, config=cfg)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        self.vt.save_pretrained(root / "video_tokenizer")
+        if self.ac is not None:
+            self.ac.save_pretrained(root / "audio_codec")
+        self.tt.save_pretrained(root / "text_tokenizer")
+        self.lm.save_pretrained(root / "lm")
+        atomic_write_text(root / CONFIG_NAME, json.dumps(to_dict(self.config), indent=2))
+        return root
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.device
+
+    # ------------------------------------------------------------------ the call
+    def __call__(self, prompt: str | None = None, *, image: Any = None, video: Any = None, video_after: Any = None,
+                 audio: Any = None, task: str | None = None, seconds: float | None = None, fps: float | None = None,
+                 size: tuple[int, int] | None = None, guidance_scale: float | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
+                 with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool = False,
+                 keep_partial: bool = False) -> GenerationOutput:
+        """Generate; see the module docstring and DESIGN.md section 3 for the options."""
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if backend == "dit" and self.dit is None:
+            raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
+        if refine and self.diffusion_decoder is None:
+            raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
+        if backend == "dit":
+            raise ValueError("backend 'dit' is not wired into the Pipeline yet; use backend='ar'")
+        c = self.config
+        t = resolve_task(task, prompt, image, video, video_after, audio, seconds)
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
+        fps = float(fps if fps is not None else c.fps)
+        if not math.isfinite(fps) or not 0 < fps <= 120:
+            raise ValueError(f"fps must be in (0, 120], got {fps}")
+        self._size = check_size(size if size is not None else c.size, self.vt.spatial_factor)
+        self._fps = fps
+        if generator is None:
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+        self._opts = dict(
+            guidance_scale=float(c.guidance_scale if guidance_scale is None else guidance_scale),
+            temperature=float(c.temperature if temperature is None else temperature),
+            top_k=int(c.top_k if top_k is None else top_k), top_p=float(c.top_p if top_p is None else top_p),
+            generator=generator)
+        self._text = self.tt.encode(prompt) if prompt else None
+        self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
+        self._stats: list[dict[str, int]] = []
+        self._progress, self._keep_partial, self._interrupted = progress, keep_partial, False
+        want_audio = with_audio and self.ac is not None
+        need = {"i2v": ("image", image), "continue": ("video", video), "extend_back": ("video", video),
+                "bridge": ("video", video), "v2a": ("video", video), "a2v": ("audio", audio)}
+        if t in need and need[t][1] is None:
+            raise ValueError(f"task {t!r} needs {need[t][0]}=")
+        if t == "bridge" and video_after is None:
+            raise ValueError("task 'bridge' needs video= (before) and video_after= (after)")
+        if t in ("v2a", "a2v", "t2va") and self.ac is None:
+            raise ValueError(f"task {t!r} needs an audio codec; this pipeline has none")
+        with autocast(self.device, enabled=c.bf16):
+            if t == "t2i":
+                return self._forward(t, 1, None, False)
+            if t == "v2a":
+                return self._video_to_audio(prepare_clip(video, fps, self._size))
+            if t == "a2v":
+                return self._audio_to_video(audio, seconds)
+            default_s = 1.0 if t == "bridge" else c.seconds
+            s = check_seconds(default_s if seconds is None else seconds, c.max_seconds)
+            n_frames = max(1, round(s * fps))
+            if t in ("t2v", "t2va", "uncond"):
+                return self._forward("t2v" if t == "t2va" else t, n_frames, None, want_audio)
+            if t == "i2v":
+                img = prepare_clip(as_image(image), fps, self._size).frames  # (1, H, W, 3)
+                return self._forward(t, n_frames, img, want_audio)
+            clip = prepare_clip(video, fps, self._size)
+            if t == "continue":
+                return self._forward(t, n_frames, clip.frames, want_audio, clip=clip)
+            if t == "extend_back":
+                return self._extend_back(clip, n_frames, want_audio)
+            return self._bridge(clip, prepare_clip(video_after, fps, self._size), n_frames, want_audio)
+
+    # ------------------------------------------------------------------ one LM window
+    def _lm(self, task: str, video_grid: tuple[int, int, int] | None = None,
+            audio_shape: tuple[int, int] | None = None, **cond: Any) -> dict[str, Any]:
+        v, text = self.vocab, self._text if task != "uncond" else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # prompt truncated to the budget
+            seq = layout.build_prefix(task, v, text=text, max_text_tokens=self.config.max_text_tokens, **cond)
+        plan = layout.output_plan(task, v, video_grid, audio_shape, start_pos=seq.next_pos)
+        kw: dict[str, Any] = {}
+        if self._opts["guidance_scale"] != 1.0 and task != "uncond":
+            useq = layout.build_prefix(task, v, text=self._neg, drop_text=self._neg is None,
+                                       max_text_tokens=self.config.max_text_tokens, **cond)
+            kw = dict(uncond_ids=[useq.ids], uncond_positions=[useq.positions],
+                      uncond_plan=[layout.output_plan(task, v, video_grid, audio_shape, start_pos=useq.next_pos)])
+        total = len(seq) + plan.length
+        if total > self.lm.cfg.max_seq_len:
+            raise ResourceError(f"one {task} window needs {total} tokens but the LM handles {self.lm.cfg.max_seq_len}; "
+                                "use a smaller size or shorter windows")
+        out = generate(self.lm, [seq.ids.to(self.device)], [seq.positions.to(self.device)], [plan], **kw,
+                       **self._opts, progress=self._progress)
+        self._stats.append({"window": len(self._stats), "task": task, "prefix_tokens": len(seq),
+                            "output_tokens": plan.length, "cache_tokens": total - 1})
+        cv = cond.get("cond_video_codes")
+        hw = video_grid[1:] if video_grid is not None else (tuple(cv.shape[-2:]) if cv is not None else self._grid_hw())
+        return layout.revert(torch.cat([seq.ids, out[0].cpu()]), v, video_hw=hw)
+
+    def _grid_hw(self) -> tuple[int, int]:
+        w, h = self._size
+        return h // self.vt.spatial_factor, w // self.vt.spatial_factor
+
+    def _decode_video(self, codes: torch.Tensor) -> torch.Tensor:  # (1, t, h, w) -> (1, 3, T, H, W)
+        return self.vt.decode(codes.to(self.vt.bit_weights.device)).float().cpu()
+
+    def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (T, H, W, 3) -> codes (t, h, w); T padded to 1 + 4k by repeating the last frame."""
+        x = pad_frames(to_model(frames)).to(self.vt.bit_weights.device)
+        return self.vt.encode(x)[0].cpu()
+
+    # ------------------------------------------------------------------ audio
+    def _audio_q(self) -> int:
+        return self.vocab.audio_num_quantizers
+
+    def _audio_for_video(self, codes: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """v2a on one window's video codes (t, h, w) -> (audio codes (Q, n), wav (1, n_samples))."""
+        n = max(1, math.ceil(n_samples / self.ac.hop_length))
+        got = self._lm("v2a", audio_shape=(self._audio_q(), n), cond_video_codes=codes)["audio_codes"]
+        wav = self.ac.decode(got.unsqueeze(0).to(self.ac.rvq.layers[0]._codebook.embed.device))[0].float().cpu()
+        return got, fit_length(wav, n_samples)
+
+    def _samples(self, frames: int) -> int:
+        return round(frames / self._fps * self.ac.sample_rate)
+
+    def _prepare_audio(self, audio: Any) -> torch.Tensor:
+        """(wav, sr) or a Clip's audio -> mono (1, N) at the codec's rate."""
+        if isinstance(audio, tuple) and len(audio) == 2:
+            wav, sr = audio
+        else:
+            raise ValueError("audio must be a (waveform, sample_rate) pair")
+        return self.ac.prepare(torch.as_tensor(wav), int(sr))[0]
+
+    # ------------------------------------------------------------------ forward generation (t2v, i2v, continue)
+    def _forward(self, task: str, n_frames: int, given: torch.Tensor | None, want_audio: bool,
+                 clip: Any = None) -> GenerationOutput:
+        c, f = self.config, self.vt.temporal_factor
+        h, w = self._grid_hw()
+        stream = LatentStream(self._decode_video, f, c.decode_context)
+        head = 0  # frames of the output that come from the user's input
+        if task == "continue":  # encode the clip's tail (with decode context) as the stream start
+            T = given.shape[0]
+            keep = min(T, 1 + f * (c.cond_latents + c.decode_context - 1))
+            keep = 1 + f * ((keep - 1) // f)
+            stream.append(self._encode_frames(given[T - keep:]))
+            stream.skip(len(stream))
+            head = T
+            total = len(stream) + latents_for_frames(n_frames, f, first=False)
+        elif task == "i2v":
+            stream.append(self._encode_frames(given))  # latent 0 = the image
+            total = latents_for_frames(n_frames, f)
+        else:
+            total = latents_for_frames(n_frames, f)
+        start = len(stream)
+        pieces: list[torch.Tensor] = [] if given is None or task == "i2v" else [given]
+        audio_parts: list[torch.Tensor] = []
+        if want_audio and task == "continue":
+            audio_parts.append(self._input_audio(clip, head))
+        a_codes: list[torch.Tensor] = []
+        made = 0
+        windows = window_schedule(total, c.window_latents, c.cond_latents, start)
+        bar = tqdm(total=n_frames, desc=task, unit="frame", disable=not self._progress)
+        try:
+            for win in windows:
+                if win.num_cond == 0 and task in ("t2v", "uncond", "t2i"):
+                    codes = self._lm(task, video_grid=(win.num_new, h, w))["video_codes"]
+                elif task == "i2v" and win.index == 0:
+                    codes = self._lm("i2v", video_grid=(win.num_new, h, w), image_codes=stream.span(0, 1))["video_codes"]
+                else:
+                    codes = self._lm("continue", video_grid=(win.num_new, h, w),
+                                     cond_video_codes=stream.span(*win.cond))["video_codes"]
+                stream.append(codes)
+                frames = to_uint8(stream.decode_new())  # (T, H, W, 3)
+                frames = frames[: n_frames - made]
+                pieces.append(frames)
+                made += frames.shape[0]
+                if want_audio:
+                    got, wav = self._audio_for_video(codes, self._samples(frames.shape[0]))
+                    a_codes.append(got)
+                    audio_parts.append(wav)
+                bar.update(frames.shape[0])
+        except KeyboardInterrupt:
+            if not self._keep_partial or made == 0:
+                raise
+            self._interrupted = True
+        finally:
+            bar.close()
+        tokens = {"video": stream.span(start if task != "i2v" else 1, len(stream)) if len(stream) > start else stream.codes()}
+        if a_codes:
+            tokens["audio"] = torch.cat(a_codes, dim=1)
+        return self._output(task, torch.cat(pieces), audio_parts, tokens)
+
+    def _input_audio(self, clip: Any, n_frames: int) -> torch.Tensor:
+        n = self._samples(n_frames)
+        if clip is None or clip.audio is None or clip.sample_rate is None:
+            return torch.zeros(1, n)
+        return fit_length(self._prepare_audio((clip.audio, int(clip.sample_rate))), n)
+
+    def _output(self, task: str, video: torch.Tensor, audio_parts: list[torch.Tensor],
+                tokens: dict[str, torch.Tensor]) -> GenerationOutput:
+        audio, sr = None, None
+        if audio_parts:
+            audio = fit_length(torch.cat(audio_parts, dim=1), self._samples(video.shape[0])).float()
+            sr = self.ac.sample_rate
+        return GenerationOutput(video, self._fps, audio, sr, tokens, task, self._stats, self._interrupted)
+
+    # ------------------------------------------------------------------ backwards, bridge
+    def _extend_back(self, clip: Any, n_frames: int, want_audio: bool) -> GenerationOutput:
+        """Prepend ``n_frames`` before the clip, window by window backwards (``extend_back``)."""
+        c, f = self.config, self.vt.temporal_factor
+        h, w = self._grid_hw()
+        T = clip.frames.shape[0]
+        keep = 1 + f * ((min(T, 1 + f * (c.cond_latents - 1)) - 1) // f)
+        head = list(self._encode_frames(clip.frames[:keep]).unbind(0))  # the stream from its start
+        n_cond0 = len(head)
+        n_new = latents_for_frames(n_frames, f)
+        for win in window_schedule(n_cond0 + n_new, c.window_latents, c.cond_latents, n_cond0):
+            cond = torch.stack(head[: win.num_cond])
+            codes = self._lm("extend_back", video_grid=(win.num_new, h, w), cond_video_codes=cond)["video_codes"]
+            head = list(codes.unbind(0)) + head
+        gen = torch.stack(head[: len(head) - n_cond0])  # (n_new, h, w)
+        x = self.vt.decode_chunked(torch.stack(head).unsqueeze(0).to(self.vt.bit_weights.device))[0].cpu()
+        new = to_uint8(x[:, : 1 + f * (len(gen) - 1)])[-n_frames:]
+        parts = []
+        tokens = {"video": gen}
+        if want_audio:
+            got, wav = self._audio_for_video(gen, self._samples(new.shape[0]))
+            parts = [wav, self._input_audio(clip, T)]
+            tokens["audio"] = got
+        return self._output("extend_back", torch.cat([new, clip.frames]), parts, tokens)
+
+    def _bridge(self, a: Any, b: Any, n_frames: int, want_audio: bool) -> GenerationOutput:
+        """Frames between clip ``a`` and clip ``b``: continue windows from ``a``, the last one a ``bridge``."""
+        c, f = self.config, self.vt.temporal_factor
+        h, w = self._grid_hw()
+        Ta, Tb = a.frames.shape[0], b.frames.shape[0]
+        keep_a = 1 + f * ((min(Ta, 1 + f * (c.cond_latents + c.decode_context - 1)) - 1) // f)
+        keep_b = 1 + f * ((min(Tb, 1 + f * (c.cond_latents - 1)) - 1) // f)
+        after = self._encode_frames(b.frames[:keep_b])[: c.cond_latents]
+        if c.window_latents - len(after) <= c.cond_latents:
+            raise ValueError("bridge needs window_latents > 2 * cond_latents (condition on both sides)")
+        stream = LatentStream(self._decode_video, f, c.decode_context)
+        stream.append(self._encode_frames(a.frames[Ta - keep_a:]))
+        stream.skip(len(stream))
+        start = len(stream)
+        total = start + latents_for_frames(n_frames, f, first=False)
+        windows = window_schedule(total, c.window_latents - len(after), c.cond_latents, start)
+        pieces, audio_parts, a_codes = [a.frames], [], []
+        if want_audio:
+            audio_parts.append(self._input_audio(a, Ta))
+        made = 0
+        for win in windows:
+            cond = dict(cond_video_codes=stream.span(*win.cond))
+            if win is windows[-1]:
+                codes = self._lm("bridge", video_grid=(win.num_new, h, w), cond_video_after_codes=after, **cond)
+            else:
+                codes = self._lm("continue", video_grid=(win.num_new, h, w), **cond)
+            codes = codes["video_codes"]
+            stream.append(codes)
+            frames = to_uint8(stream.decode_new())[: n_frames - made]
+            made += frames.shape[0]
+            pieces.append(frames)
+            if want_audio:
+                got, wav = self._audio_for_video(codes, self._samples(frames.shape[0]))
+                a_codes.append(got)
+                audio_parts.append(wav)
+        pieces.append(b.frames)
+        if want_audio:
+            audio_parts.append(self._input_audio(b, Tb))
+        tokens = {"video": stream.span(start, len(stream))}
+        if a_codes:
+            tokens["audio"] = torch.cat(a_codes, dim=1)
+        return self._output("bridge", torch.cat(pieces), audio_parts, tokens)
+
+    # ------------------------------------------------------------------ cross-modal
+    def _video_to_audio(self, clip: Any) -> GenerationOutput:
+        """Sound for a clip, window by window (each window's frames coded on their own)."""
+        f, T = self.vt.temporal_factor, clip.frames.shape[0]
+        step = 1 + f * (self.config.window_latents - 1)
+        parts, codes = [], []
+        for s in tqdm(range(0, T, step), desc="v2a", disable=not self._progress):
+            seg = clip.frames[s: s + step]
+            got, wav = self._audio_for_video(self._encode_frames(seg), self._samples(s + seg.shape[0]) - self._samples(s))
+            parts.append(wav)
+            codes.append(got)
+        return self._output("v2a", clip.frames, parts, {"audio": torch.cat(codes, dim=1)})
+
+    def _audio_to_video(self, audio: Any, seconds: float | None) -> GenerationOutput:
+        """Video for a sound track, one ``a2v`` window per stretch of audio."""
+        wav = self._prepare_audio(audio)  # (1, N)
+        dur = wav.shape[-1] / self.ac.sample_rate
+        if seconds is not None:
+            dur = min(dur, check_seconds(seconds, self.config.max_seconds))
+        check_seconds(dur if dur > 0 else 0, self.config.max_seconds)
+        f, (h, w) = self.vt.temporal_factor, self._grid_hw()
+        n_frames = max(1, round(dur * self._fps))
+        step = 1 + f * (self.config.window_latents - 1)
+        pieces, toks = [], []
+        for s in tqdm(range(0, n_frames, step), desc="a2v", disable=not self._progress):
+            n = min(step, n_frames - s)
+            seg = wav[:, self._samples(s): self._samples(s + n)]
+            q = self.ac.encode(seg.unsqueeze(0).to(self.ac.rvq.layers[0]._codebook.embed.device),
+                               kbps=self.ac.kbps_for_quantizers(self._audio_q()))[0].cpu()
+            t = latents_for_frames(n, f)
+            codes = self._lm("a2v", video_grid=(t, h, w), cond_audio_codes=q)["video_codes"]
+            pieces.append(to_uint8(self._decode_video(codes.unsqueeze(0))[0])[:n])
+            toks.append(codes)
+        return self._output("a2v", torch.cat(pieces), [fit_length(wav, self._samples(n_frames))],
+                            {"video": torch.cat(toks)})
+
+
+def random_pipeline(seed: int = 0, config: PipelineConfig | None = None, lm_preset: str = "tiny") -> Pipeline:
+    """A Pipeline of freshly initialised (untrained) tiny components: tests and benchmarks when no
+    trained model is around. Real components, random weights: output is noise of the right shape."""
+    from kinema.lm.model import LMConfig
+    from kinema.tokenizers.audio import AudioCodecConfig
+    from kinema.tokenizers.video import VideoTokenizerConfig
+
+    torch.manual_seed(seed)
+    vt = VideoTokenizer(VideoTokenizerConfig.preset("tiny"))  # 8x space, 4x time, 256 codes
+    ac = AudioCodec(AudioCodecConfig(sample_rate=8000, channels=4, mults=(1, 2, 2, 4), strides=(4, 5, 8),
+                                     dilations=(1,), latent_dim=8, num_quantizers=2, codebook_size=16,
+                                     kmeans_init=False))  # hop 160: 50 frames/s
+    words = "a red green blue circle square triangle bouncing falling sliding on black white background"
+    tt = TextTokenizer.train([words, "a small red circle", "the big blue square"], vocab_size=48,
+                             byte_fallback=False)
+    vocab = Vocab(text_size=tt.vocab_size, video_codebook_size=vt.codebook_size,
+                  audio_codebook_size=ac.codebook_size, audio_num_quantizers=2)
+    lm = KinemaLM(LMConfig.preset(lm_preset, vocab_size=vocab.size, vocab=vocab.to_dict()))
+    cfg = config or PipelineConfig(size=(32, 32), window_latents=3, cond_latents=1, decode_context=2)
+    return Pipeline(vt, ac, tt, lm, vocab=vocab, config=cfg)
