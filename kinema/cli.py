@@ -71,10 +71,106 @@ def _run_synth(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- generation (kinema.pipeline)
+def _gen_options(p, seconds: float | None) -> None:
+    p.add_argument("-o", "--output", required=True, help="output mp4")
+    p.add_argument("--seconds", type=float, default=seconds, help="length to generate")
+    p.add_argument("--model", default=None, help="model directory (default: the embedded kinema-tiny)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--fps", type=float, default=None)
+    p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT")
+    p.add_argument("--no-audio", action="store_true", help="video only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _pipeline(args):
+    from kinema.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(args.model)
+
+
+def _generate_and_save(args, pipe, prompt, **kw) -> int:
+    out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
+               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
+               with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True, **kw)
+    path = out.save(args.output)
+    sound = f", sound {out.sample_rate} Hz" if out.audio is not None else ""
+    print(f"{path}: {out.video.shape[0]} frames at {out.fps:g} fps ({out.duration:.2f} s), "
+          f"{out.video.shape[2]}x{out.video.shape[1]}{sound}" + (" [interrupted: partial]" if out.interrupted else ""))
+    return 130 if out.interrupted else 0
+
+
+def _read_clip(path: str):
+    from kinema.media import read_video
+
+    return read_video(path)
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="text (and optional image) to video with sound")
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument("--image", default=None, help="first frame (png/jpg): image-to-video")
+    p.add_argument("--negative", default=None, help="negative prompt for guidance")
+    _gen_options(p, seconds=4.0)
+
+
+def _run_generate(args) -> int:
+    image = _read_clip(args.image).frames[0] if args.image else None
+    return _generate_and_save(args, _pipeline(args), args.prompt, image=image, negative_prompt=args.negative)
+
+
+def _add_continue(sub) -> None:
+    p = sub.add_parser("continue", help="continue a video (any length, window by window)")
+    p.add_argument("input", help="video to continue")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--backward", action="store_true", help="extend before the start instead of after the end")
+    _gen_options(p, seconds=10.0)
+
+
+def _run_continue(args) -> int:
+    clip = _read_clip(args.input)
+    return _generate_and_save(args, _pipeline(args), args.prompt, video=clip,
+                              task="extend_back" if args.backward else "continue")
+
+
+def _add_bridge(sub) -> None:
+    p = sub.add_parser("bridge", help="generate the frames between two videos")
+    p.add_argument("before", help="video that comes first")
+    p.add_argument("after", help="video that comes last")
+    p.add_argument("--prompt", default=None)
+    _gen_options(p, seconds=1.0)
+
+
+def _run_bridge(args) -> int:
+    a, b = _read_clip(args.before), _read_clip(args.after)
+    return _generate_and_save(args, _pipeline(args), args.prompt, video=a, video_after=b, task="bridge")
+
+
+def _add_v2a(sub) -> None:
+    p = sub.add_parser("v2a", help="generate a sound track for a video")
+    p.add_argument("input", help="video")
+    p.add_argument("--prompt", default=None)
+    _gen_options(p, seconds=None)
+
+
+def _run_v2a(args) -> int:
+    if args.no_audio:
+        raise ValueError("v2a makes audio; --no-audio makes no sense here")
+    return _generate_and_save(args, _pipeline(args), args.prompt, video=_read_clip(args.input), task="v2a")
+
+
 # ----------------------------------------------------------------------------- registry
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "info": (_add_info, _run_info),
     "synth": (_add_synth, _run_synth),
+    "generate": (_add_generate, _run_generate),
+    "continue": (_add_continue, _run_continue),
+    "bridge": (_add_bridge, _run_bridge),
+    "v2a": (_add_v2a, _run_v2a),
 }
 
 
