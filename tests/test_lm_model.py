@@ -183,3 +183,27 @@ def test_tiny_lm_overfits_few_sequences():
         opt.step()
     assert first > 4.0  # ~ln(97) at init
     assert out.loss.item() < 0.3, out.loss.item()
+
+
+def test_fused_loss_equals_plain_cross_entropy():
+    from kinema.lm.loss import fused_linear_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    h0, w0 = torch.randn(300, 32, generator=g), torch.randn(50, 32, generator=g)
+    t = torch.randint(0, 50, (300,), generator=g)
+    grads = []
+    for fn in (lambda h, w: torch.nn.functional.cross_entropy(h @ w.t(), t),
+               lambda h, w: fused_linear_cross_entropy(h, w, t, chunk=64)):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        loss = fn(h, w)
+        (3.0 * loss).backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    m = tiny()  # the model's loss is the mean next-token CE over the masked targets
+    ids = torch.randint(0, V, (2, 10), generator=g)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[:, 4:] = True
+    logits = m(ids).logits
+    ref = torch.nn.functional.cross_entropy(logits[:, 3:9].reshape(-1, V), ids[:, 4:].reshape(-1))
+    torch.testing.assert_close(m(ids, loss_mask=mask).loss, ref, atol=1e-5, rtol=1e-5)

@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained
 from kinema.errors import CheckpointError, ConfigError
 from kinema.lm.attention import Attention, KVCache, prefix_lm_mask
+from kinema.lm.loss import fused_linear_cross_entropy
 from kinema.lm.rope import axis_of_pairs, default_positions, rope_tables
 
 __all__ = ["LMConfig", "LMOutput", "KinemaLM", "PRESETS"]
@@ -101,7 +102,7 @@ class LMConfig:
 
 @dataclass
 class LMOutput:
-    logits: torch.Tensor | None  # (B, L, V), or (N, V) at the loss positions when a loss is computed
+    logits: torch.Tensor | None  # (B, L, V); None when a loss is computed
     loss: torch.Tensor | None  # scalar mean cross-entropy over the loss positions
     n_tokens: int = 0  # how many positions the loss averages over
 
@@ -252,8 +253,9 @@ class KinemaLM(nn.Module):
         """Logits for every position, or — given ``loss_mask`` — the next-token loss.
 
         ``loss_mask[b, t]`` says token t is predicted (from the logits at t-1), so position 0 is
-        never a target. With a loss mask, logits are computed only at the predicting positions
-        (returned flattened, (N, V)) to save the vocabulary projection over the condition.
+        never a target. With a loss mask only the loss is returned (``logits`` is None): the
+        vocabulary projection runs only at the predicting positions, fused with the cross-entropy
+        in row chunks (:mod:`kinema.lm.loss`), so the (N, V) logits are never held in memory.
         """
         if ids.dim() != 2:
             raise ValueError(f"ids must be (B, L), got {tuple(ids.shape)}")
@@ -271,11 +273,11 @@ class KinemaLM(nn.Module):
         if attention_mask is not None:
             sel = sel & attention_mask[:, 1:].to(torch.bool)
         n = int(sel.sum())
-        logits = self.logits(h[:, :-1][sel])  # (N, V)
-        targets = ids[:, 1:][sel]  # (N,)
         if n == 0:
-            return LMOutput(logits, logits.sum() * 0.0, 0)
-        return LMOutput(logits, F.cross_entropy(logits.float(), targets), n)
+            return LMOutput(None, h.sum() * 0.0, 0)
+        w = self.embed.weight if self.head is None else self.head.weight
+        loss = fused_linear_cross_entropy(h[:, :-1][sel], w, ids[:, 1:][sel])  # (N, C) x (V, C) -> scalar
+        return LMOutput(None, loss, n)
 
     # ------------------------------------------------------------------ generation
     def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
