@@ -88,3 +88,81 @@ def test_bad_arguments():
         render(sample_scene(0), (128, 64))  # aspect mismatch
     with pytest.raises(ValueError):
         generate(0, seconds=0)
+
+
+def test_tone_onsets_within_one_frame_and_pitch_follows_shape():
+    from kinema.data.synthetic import TONE_HZ
+
+    checked = 0
+    for seed in range(40):
+        clip = generate(seed, seconds=3.0)
+        sr, frame = clip.sample_rate, 1.0 / clip.fps
+        a = clip.audio[0].numpy()
+        for t_hit, i, _ in clip.events:
+            lo = max(0, int((t_hit - frame) * sr))
+            loud = np.nonzero(np.abs(a[lo:]) > 0.05)[0]
+            assert len(loud), "no tone after a contact"
+            assert abs((lo + loud[0]) / sr - t_hit) <= frame + 1.0 / sr
+            alone = all(abs(t2 - t_hit) > 0.08 for t2, j, _ in clip.events if (t2, j) != (t_hit, i))
+            n = int(round(t_hit * sr))
+            if alone and n + 960 <= len(a):
+                seg = a[n : n + 960] * np.hanning(960)
+                spec = np.abs(np.fft.rfft(seg, 8 * 960))
+                peak = np.argmax(spec) * sr / (8 * 960)
+                assert abs(peak - TONE_HZ[clip.scene.objects[i].shape]) < 15
+                checked += 1
+        silent = np.ones(len(a), bool)
+        for t_hit, _, _ in clip.events:
+            n = int(round(t_hit * sr))
+            silent[n : n + int(0.07 * sr)] = False
+        assert np.abs(a[silent]).max(initial=0.0) == 0.0  # sound only at contacts
+    assert checked >= 5
+
+
+def test_occlusion_front_object_hides_back_one():
+    from kinema.data.synthetic import Scene, SceneObject
+
+    back = SceneObject("circle", "red", "large", "static", 0.5, 0.5, 0.0, 0.0)
+    front = SceneObject("square", "blue", "small", "static", 0.55, 0.5, 0.0, 0.0)
+    clip = render(Scene([back, front], "black"), (96, 96), seconds=0.25)
+    t_back, t_front = clip.truth[0]
+    assert t_front["visible"] > 0.99 and 0.3 < t_back["visible"] < 0.9
+    cy, cx = int(t_front["y"]), int(t_front["x"])
+    assert clip.frames[0, cy, cx].tolist() == list(COLORS["blue"])
+    red = ((clip.frames[0].float() - torch.tensor(COLORS["red"]).float()).abs().sum(-1) < 30).sum().item()
+    assert red > 0 and abs(red / (np.pi * t_back["radius"] ** 2) - t_back["visible"]) < 0.1
+
+
+def test_colours_are_distinct_from_each_other_and_backgrounds():
+    from kinema.data.synthetic import BACKGROUNDS
+
+    names = list(COLORS)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert np.abs(np.subtract(COLORS[a], COLORS[b])).sum() > 100, (a, b)
+    for seed in range(200):
+        scene = sample_scene(seed)
+        for o in scene.objects:
+            assert np.abs(np.subtract(COLORS[o.color], BACKGROUNDS[scene.background])).sum() > 100
+
+
+def test_shapes_touch_the_walls_at_contacts():
+    from kinema.data.synthetic import shape_extent
+
+    checked = 0
+    for seed in range(60):
+        scene = sample_scene(seed)
+        _, events = simulate(scene, np.array([0.0, 4.0]))
+        if not events:
+            continue
+        pos, _ = simulate(scene, np.array([t for t, _, _ in events]))
+        for k, (t, i, kind) in enumerate(events):
+            o = scene.objects[i]
+            left, up, right, down = shape_extent(o.shape, o.radius)
+            x, y = pos[k, i]
+            gaps = [x - left, y - up, scene.aspect - x - right, 1 - y - down]
+            assert min(gaps) > -0.01 and min(abs(g) for g in gaps) < 0.01, (seed, kind, gaps)
+            if kind == "floor":
+                assert abs(gaps[3]) < 0.01
+            checked += 1
+    assert checked > 20

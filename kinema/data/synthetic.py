@@ -7,7 +7,16 @@ contact rings a short tone whose pitch depends on the shape, placed at the exact
 
 Physics runs in world units (height 1, width = aspect ratio) and continuous time, so one seed gives
 the same motion at any resolution, frame rate or length. Draw order is depth (later objects occlude
-earlier ones). Edges are anti-aliased by 3x3 supersampling.
+earlier ones). Edges are anti-aliased by 3x3 supersampling. A shape bounces when its own edge
+touches a wall (a triangle's tip, a square's side), so contacts are visible where they sound.
+
+Ground truth per frame and object (pixel-index coordinates: pixel column i is centred on x = i):
+``x, y`` centre, ``radius``, ``bbox`` [x0, y0, x1, y1] reach of the shape, ``visible`` fraction of
+the shape in frame and not hidden by later objects, ``bounced`` (a contact happened in this frame's
+interval [k/fps, (k+1)/fps)). ``events`` lists (time s, object index, "wall" | "floor").
+
+In the spirit of Moving MNIST (Srivastava et al., 2015) and CLEVRER (Yi et al., ICLR 2020): a world
+whose every attribute is known, so a generator can be checked against its caption.
 
     clip = generate(7, size=(128, 128), fps=8.0, seconds=2.0)
     clip.frames (T, H, W, 3) uint8, clip.audio (1, N), clip.caption, clip.truth[t][i]["x"], ...
@@ -65,6 +74,11 @@ class SceneObject:
     def radius(self) -> float:
         return SIZES[self.size]
 
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """How far the shape reaches (left, up, right, down) from its centre, world units."""
+        return shape_extent(self.shape, self.radius)
+
     def phrase(self) -> str:
         motion = "standing still" if self.motion == "static" else self.motion
         return f"a {self.size} {self.color} {self.shape} {motion}"
@@ -103,6 +117,18 @@ class SynthClip:
     scene: Scene = field(repr=False)
 
 
+def shape_extent(shape: str, r: float) -> tuple[float, float, float, float]:
+    """(left, up, right, down) reach of ``shape`` of radius ``r`` from its centre (see ``_shape_mask``)."""
+    if shape == "circle":
+        return (r, r, r, r)
+    if shape == "square":
+        return (0.886 * r,) * 4
+    if shape == "triangle":
+        half = 1.2 * r * math.sqrt(3.0) / 2
+        return (half, 1.2 * r, half, 0.6 * r)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
 def sample_scene(seed: int, num_objects: int | None = None, aspect: float = 1.0) -> Scene:
     """A random scene, deterministic in ``seed``. Objects have distinct colours."""
     rng = np.random.default_rng(seed)
@@ -138,7 +164,7 @@ def simulate(scene: Scene, times: np.ndarray) -> tuple[np.ndarray, list[tuple[fl
     T_end = float(times[-1]) if len(times) else 0.0
     pos = np.array([[o.x, o.y] for o in scene.objects], dtype=np.float64).reshape(O, 2)
     vel = np.array([[o.vx, o.vy] for o in scene.objects], dtype=np.float64).reshape(O, 2)
-    radius = np.array([o.radius for o in scene.objects])
+    ext = np.array([o.extent for o in scene.objects]).reshape(O, 4)  # (O, [left, up, right, down])
     gravity = np.array([GRAVITY if o.motion == "falling" else 0.0 for o in scene.objects])
     walls = np.array([o.motion in ("bouncing", "falling") for o in scene.objects])
     dt = 1.0 / PHYSICS_HZ
@@ -157,8 +183,8 @@ def simulate(scene: Scene, times: np.ndarray) -> tuple[np.ndarray, list[tuple[fl
         new_pos = pos + (vel + new_vel) * 0.5 * dt
         for i in range(O):
             if walls[i]:
-                lo = np.array([radius[i], radius[i]])
-                hi = np.array([width - radius[i], 1 - radius[i]])
+                lo = ext[i, :2]  # walls are touched by the shape's own edge
+                hi = np.array([width - ext[i, 2], 1 - ext[i, 3]])
                 for axis in (0, 1):
                     for bound, sign in ((lo[axis], -1), (hi[axis], 1)):
                         if (new_pos[i, axis] - bound) * sign > 0 and new_vel[i, axis] * sign > 0:
@@ -170,8 +196,8 @@ def simulate(scene: Scene, times: np.ndarray) -> tuple[np.ndarray, list[tuple[fl
                             kind = "floor" if (axis == 1 and sign > 0) else "wall"
                             if abs(new_vel[i, axis]) > 0.15:  # a resting object stops ringing
                                 events.append((t_hit, i, kind))
-                if gravity[i] > 0 and new_pos[i, 1] >= 1 - radius[i] - 1e-6 and abs(new_vel[i, 1]) < 0.15:
-                    new_pos[i, 1], new_vel[i, 1] = 1 - radius[i], 0.0  # at rest on the floor
+                if gravity[i] > 0 and new_pos[i, 1] >= hi[1] - 1e-6 and abs(new_vel[i, 1]) < 0.15:
+                    new_pos[i, 1], new_vel[i, 1] = hi[1], 0.0  # at rest on the floor
             else:  # sliding objects wrap around; static ones have zero velocity
                 new_pos[i, 0] %= width
                 new_pos[i, 1] %= 1.0
@@ -191,15 +217,25 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def _shape_area(shape: str, r: float) -> float:
+    """Exact area of ``_shape_mask(shape, ..., r)``."""
+    if shape == "circle":
+        return math.pi * r * r
+    if shape == "square":
+        return (2 * 0.886 * r) ** 2
+    return 3 * math.sqrt(3.0) / 4 * (1.2 * r) ** 2  # equilateral triangle of circumradius 1.2 r
+
+
 _SS = 3  # supersampling factor per axis
 
 
-def _render_frame(scene: Scene, centres: np.ndarray, W: int, H: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One frame (H, W, 3) float and each object's visible coverage (H, W) in [0, 1]."""
+def _render_frame(scene: Scene, centres: np.ndarray, W: int, H: int) -> tuple[np.ndarray, list[np.ndarray], list[float]]:
+    """One frame (H, W, 3) float, each object's visible coverage (H, W) in [0, 1], and each
+    object's visible fraction (in frame and not hidden by objects drawn after it)."""
     img = np.empty((H, W, 3), np.float32)
     img[:] = BACKGROUNDS[scene.background]
     offs = (np.arange(_SS) + 0.5) / _SS
-    covers = []
+    covers, alone, inside = [], [], []
     for i, obj in enumerate(scene.objects):
         r = obj.radius
         cov = np.zeros((H, W), np.float32)
@@ -220,9 +256,18 @@ def _render_frame(scene: Scene, centres: np.ndarray, W: int, H: int) -> tuple[np
             cov[y0:y1, x0:x1] = np.maximum(cov[y0:y1, x0:x1], m)
         for prev in covers:  # this object hides what was drawn before it
             prev *= 1.0 - cov
+        reach = r * 1.2 * H
+        cx, cy = centres[i, 0] * H, centres[i, 1] * H
+        wrapped = obj.motion.startswith("sliding")
+        inside.append(wrapped or (reach <= cx <= W - reach and reach <= cy <= H - reach))
+        alone.append(float(cov.sum()))
         covers.append(cov)
         img += cov[..., None] * (np.array(COLORS[obj.color], np.float32) - img)
-    return img, covers
+    visible = []
+    for i, obj in enumerate(scene.objects):
+        in_frame = 1.0 if inside[i] else min(1.0, alone[i] / _shape_area(obj.shape, obj.radius * H))
+        visible.append(float(covers[i].sum()) / alone[i] * in_frame if alone[i] > 0 else 0.0)
+    return img, covers, visible
 
 
 def _tones(scene: Scene, events, n_samples: int, sample_rate: int) -> np.ndarray:
@@ -256,16 +301,17 @@ def render(scene: Scene, size: tuple[int, int] = (128, 128), fps: float = 8.0, s
     frames = np.empty((T, H, W, 3), np.uint8)
     truth: list[list[dict]] = []
     for k in range(T):
-        img, covers = _render_frame(scene, centres[k], W, H)
+        img, _, visible = _render_frame(scene, centres[k], W, H)
         frames[k] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
         row = []
         for i, obj in enumerate(scene.objects):
-            full = math.pi * (obj.radius * H) ** 2
             x_px = float(centres[k, i, 0] * H) - 0.5  # pixel-index coordinates (pixel i spans [i, i+1))
             y_px = float(centres[k, i, 1] * H) - 0.5
             bounced = any(k / fps <= t < (k + 1) / fps and j == i for t, j, _ in events)
+            e = obj.extent  # bbox: same pixel-index coordinates as x, y; may reach past the frame
             row.append({"shape": obj.shape, "color": obj.color, "size": obj.size, "x": x_px, "y": y_px,
-                        "radius": obj.radius * H, "visible": float(min(1.0, covers[i].sum() / full)),
+                        "radius": obj.radius * H, "visible": visible[i],
+                        "bbox": [x_px - e[0] * H, y_px - e[1] * H, x_px + e[2] * H, y_px + e[3] * H],
                         "bounced": bounced})
         truth.append(row)
     audio = _tones(scene, events, int(round(seconds * sample_rate)), sample_rate)
