@@ -55,6 +55,7 @@ class VideoFolderDataset(Dataset):
         self.buckets = buckets
         self.epoch = 0
         self._meta: dict[int, tuple[float, tuple[int, int]]] = {}
+        self._bad: set[int] = set()  # files that failed to decode (per worker process)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -75,34 +76,47 @@ class VideoFolderDataset(Dataset):
         if i not in self._meta:
             import av
 
-            with av.open(str(self.files[i])) as c:
-                vs = c.streams.video[0]
-                dur = float(vs.duration * vs.time_base) if vs.duration else (c.duration or 0) / 1e6
-                self._meta[i] = (dur, (vs.codec_context.width, vs.codec_context.height))
+            try:
+                with av.open(str(self.files[i])) as c:
+                    if not c.streams.video:
+                        raise MediaError(f"{self.files[i]}: no video stream")
+                    vs = c.streams.video[0]
+                    dur = float(vs.duration * vs.time_base) if vs.duration else (c.duration or 0) / 1e6
+                    self._meta[i] = (dur, (vs.codec_context.width, vs.codec_context.height))
+            except av.error.FFmpegError as e:  # damaged or not a video at all
+                raise MediaError(f"{self.files[i]}: cannot open ({e})") from e
         return self._meta[i]
 
     def target_size(self, i: int) -> tuple[int, int]:
         if self.size is not None:
             return self.size
-        return nearest_bucket(*self.meta(i)[1], self.buckets)
+        try:
+            return nearest_bucket(*self.meta(i)[1], self.buckets)
+        except MediaError:  # __getitem__ skips it; any bucket will do for grouping
+            return self.buckets[0]
 
     def __getitem__(self, i: int) -> dict:
         from kinema.media import read_video
 
-        rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
         window = self.num_frames / self.fps
-        for attempt in range(3):
+        want = self.target_size(i)  # a stand-in for a damaged file keeps the shape its batch expects
+        for _ in range(len(self.files)):
+            if i in self._bad:  # known damaged: the next file stands in for it
+                i = (i + 1) % len(self.files)
+                continue
+            rng = random.Random(hash((self.seed, self.epoch, i)) & 0xFFFFFFFF)
             try:
                 dur, _ = self.meta(i)
                 start = rng.uniform(0, max(0.0, dur - window - 1e-3))
-                clip = read_video(self.files[i], fps=self.fps, size=self.target_size(i), start=start, duration=window,
+                clip = read_video(self.files[i], fps=self.fps, size=want, start=start, duration=window,
                                   audio=self.audio, sample_rate=self.sample_rate, mono=True)
                 break
-            except (MediaError, OSError) as e:
+            except (MediaError, OSError, ValueError) as e:
                 warnings.warn(f"skipping unreadable {self.files[i]}: {e}", stacklevel=2)
+                self._bad.add(i)
                 i = (i + 1) % len(self.files)
         else:
-            raise MediaError(f"three files in a row failed to decode near {self.files[i]}")
+            raise MediaError(f"none of the {len(self.files)} files under {self.root} could be decoded")
         frames = clip.frames
         if frames.shape[0] < self.num_frames:  # short file: hold the last frame
             frames = torch.cat([frames, frames[-1:].expand(self.num_frames - frames.shape[0], -1, -1, -1)])
