@@ -1,0 +1,106 @@
+"""Cost and memory of long generation: 6 s vs 60 s with the same model, window by window.
+
+    python scripts/bench_generate.py [--model DIR | --random] [--short 6] [--long 60] [--no-audio]
+
+Each length runs in its own subprocess (so peak memory is that run's own): wall time, peak RSS and
+the peak RSS growth over the pre-generation RSS (a 5 ms sampler thread reading /proc), peak GPU
+memory on CUDA, LM tokens/s, compute seconds per second of video. The baseline is the short run:
+``cost_per_second_ratio_60_vs_6`` and ``peak_memory_ratio_60_vs_6`` (target <= 1.1 each: flat cost,
+constant memory). Uses the embedded default model when it is there, else a tiny random one (said in
+the JSON as "model"). Prints one JSON line last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def worker(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from kinema.paths import DEFAULT_MODEL
+    from kinema.pipeline import Pipeline, random_pipeline
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.model or (not args.random and (DEFAULT_MODEL / "lm" / "config.json").is_file()):
+        pipe, name = Pipeline.from_pretrained(args.model, device=device), str(args.model or "embedded kinema-tiny")
+    else:
+        pipe, name = random_pipeline(seed=0), "tiny random (untrained)"
+        pipe.lm.to(device), pipe.vt.to(device), pipe.ac.to(device)
+    pipe("warm up", seconds=1.0, seed=0, with_audio=not args.no_audio)  # first-call costs out of the timing
+    base, peak, stop = _rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.005)
+
+    th = threading.Thread(target=sample, daemon=True)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    th.start()
+    t0 = time.perf_counter()
+    out = pipe("a red circle bouncing on a black background", seconds=args.worker, seed=0,
+               with_audio=not args.no_audio, progress=False)
+    wall = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    tokens = sum(s["output_tokens"] for s in out.stats)
+    return {"model": name, "device": device, "seconds": args.worker, "frames": int(out.video.shape[0]),
+            "size": list(pipe.config.size), "fps": out.fps, "windows": len([s for s in out.stats if s["task"] != "v2a"]),
+            "wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall, "compute_s_per_video_s": wall / args.worker,
+            "peak_rss_mb": max(peak[0], base) / 2**20, "peak_rss_growth_mb": max(0, peak[0] - base) / 2**20,
+            "max_cache_tokens": max(s["cache_tokens"] for s in out.stats),
+            "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="model directory (default: embedded if present)")
+    p.add_argument("--random", action="store_true", help="use a tiny random model even if the default exists")
+    p.add_argument("--short", type=float, default=6.0)
+    p.add_argument("--long", type=float, default=60.0)
+    p.add_argument("--no-audio", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--worker", type=float, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker is not None:
+        print(json.dumps(worker(args)))
+        return
+    runs = {}
+    for s in (args.short, args.long):
+        cmd = [sys.executable, __file__, "--worker", str(s), "--threads", str(args.threads)]
+        cmd += (["--model", args.model] if args.model else []) + (["--random"] if args.random else [])
+        cmd += ["--no-audio"] if args.no_audio else []
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            sys.exit(f"bench worker for {s} s failed:\n{r.stderr[-2000:]}")
+        runs[s] = json.loads(r.stdout.strip().splitlines()[-1])
+        print(f"{s:g} s: {runs[s]['wall_s']:.1f} s wall, peak RSS {runs[s]['peak_rss_mb']:.0f} MB "
+              f"(+{runs[s]['peak_rss_growth_mb']:.1f} MB), {runs[s]['tokens_per_s']:.0f} tok/s", file=sys.stderr)
+    a, b = runs[args.short], runs[args.long]
+    result = {
+        "model": a["model"], "device": a["device"], "size": a["size"], "fps": a["fps"], "audio": not args.no_audio,
+        "cost_per_second_ratio_60_vs_6": b["compute_s_per_video_s"] / a["compute_s_per_video_s"],
+        "peak_memory_ratio_60_vs_6": b["peak_rss_mb"] / a["peak_rss_mb"],
+        "peak_memory_growth_ratio_60_vs_6": (b["peak_rss_growth_mb"] / a["peak_rss_growth_mb"]
+                                             if a["peak_rss_growth_mb"] > 0 else None),
+        "tokens_per_s": b["tokens_per_s"], "compute_s_per_video_s": b["compute_s_per_video_s"],
+        "short": a, "long": b,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
