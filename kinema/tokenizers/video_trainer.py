@@ -175,10 +175,14 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
             with autocast("cpu"):
                 d_real, d_fake = disc(x).float(), disc(x_hat.detach()).float()
                 d_loss = d_hinge_loss(d_real, d_fake) + cfg.lecam_weight * lecam.penalty(d_real, d_fake)
-            lecam.update(d_real.detach(), d_fake.detach())
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
-            opt_d.step()
+            if torch.isfinite(d_loss) and all(torch.isfinite(p.grad).all() for p in disc.parameters() if p.grad is not None):
+                lecam.update(d_real.detach(), d_fake.detach())
+                torch.nn.utils.clip_grad_norm_(disc.parameters(), 1.0)
+                opt_d.step()
+            else:
+                print(f"step {step}: non-finite discriminator loss/gradient, discriminator step skipped")
         if step % 10 == 0:
             p = psnr(x, x_hat.detach())
             log.log(step, loss=loss.item(), rec_loss=rec.item(), lfq_loss=aux.item(), g_loss=g_loss.item(),
