@@ -89,3 +89,17 @@ def test_folder_dataset_skips_damaged_files_and_reseeds_windows(tmp_path):
         ds.set_epoch(epoch)
         windows.append(ds[i]["video"])
     assert any(not torch.equal(first, w) for w in windows)
+
+
+def test_synthetic_dataset_buckets_with_two_workers():
+    ds = SyntheticDataset(8, seed=2, size=None, num_frames=3, audio=True)
+    keys = [ds.target_size(i) for i in range(len(ds))]
+    assert len(set(keys)) > 1
+    loader = DataLoader(ds, batch_sampler=BucketBatchSampler(ds.target_size, batch_size=3, num_items=len(ds)),
+                        collate_fn=collate_clips, num_workers=2)
+    n = 0
+    for batch in loader:
+        w, h = ds.target_size(int(batch["path"][0].split(":")[1]) - 2)
+        assert batch["video"].shape[1:] == (3, 3, h, w) and batch["audio"].shape[1:] == (1, 6000)
+        n += batch["video"].shape[0]
+    assert n == 8

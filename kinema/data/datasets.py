@@ -130,22 +130,34 @@ class VideoFolderDataset(Dataset):
 
 
 class SyntheticDataset(Dataset):
-    """The synthetic world, rendered on the fly: item i is seed ``seed + i``."""
+    """The synthetic world, rendered on the fly: item i is seed ``seed + i``.
 
-    def __init__(self, num_clips: int, seed: int = 0, size: tuple[int, int] = (128, 128), fps: float = 8.0,
-                 num_frames: int = 17, audio: bool = False, sample_rate: int = 16000):
+    With ``size=None`` each clip gets a bucket resolution drawn from its seed (so aspect ratios
+    vary and :class:`BucketBatchSampler` keyed by :meth:`target_size` groups them).
+    """
+
+    def __init__(self, num_clips: int, seed: int = 0, size: tuple[int, int] | None = (128, 128), fps: float = 8.0,
+                 num_frames: int = 17, audio: bool = False, sample_rate: int = 16000,
+                 buckets: tuple[tuple[int, int], ...] = DEFAULT_BUCKETS):
+        if num_clips <= 0 or num_frames <= 0 or fps <= 0:
+            raise ValueError(f"num_clips, num_frames and fps must be positive, got {num_clips}, {num_frames}, {fps}")
         self.num_clips, self.seed, self.size, self.fps = num_clips, seed, size, fps
-        self.num_frames, self.audio, self.sample_rate = num_frames, audio, sample_rate
+        self.num_frames, self.audio, self.sample_rate, self.buckets = num_frames, audio, sample_rate, buckets
 
     def __len__(self) -> int:
         return self.num_clips
+
+    def target_size(self, i: int) -> tuple[int, int]:
+        if self.size is not None:
+            return self.size
+        return self.buckets[random.Random(self.seed + i).randrange(len(self.buckets))]
 
     def __getitem__(self, i: int) -> dict:
         from kinema.data.synthetic import generate
 
         if not 0 <= i < self.num_clips:
             raise IndexError(i)
-        clip = generate(self.seed + i, self.size, self.fps, self.num_frames / self.fps, self.sample_rate)
+        clip = generate(self.seed + i, self.target_size(i), self.fps, self.num_frames / self.fps, self.sample_rate)
         item = {"video": clip.frames.permute(3, 0, 1, 2).float() / 127.5 - 1.0, "caption": clip.caption,
                 "path": f"synthetic:{self.seed + i}"}
         if self.audio:
