@@ -92,3 +92,21 @@ def test_ctrl_c_writes_a_valid_partial_mp4(model_dir, tmp_path, monkeypatch):
     assert _run("generate", "x", "--seconds", 30, "-o", out, "--model", model_dir, "--quiet") == 130
     clip = read_video(out)
     assert clip.num_frames == 9 + 8  # first window + one continuation window, then Ctrl-C
+
+
+def test_continue_video_batch_script(model_dir, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("continue_video", Path(__file__).parents[1] / "scripts" / "continue_video.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    assert _run("generate", "x", "--seconds", 1, "-o", src / "a.mp4", "--model", model_dir, "--quiet") == 0
+    (src / "broken.mp4").write_bytes(b"not a video")
+    assert mod.main([str(src), str(dst), "--seconds", "1", "--model", str(model_dir)]) == 1  # one failed
+    assert read_video(dst / "a.mp4").num_frames == 16 and not (dst / "broken.mp4").exists()
+    stamp = (dst / "a.mp4").stat().st_mtime_ns
+    mod.main([str(src), str(dst), "--seconds", "1", "--model", str(model_dir)])  # resumes: skips done
+    assert (dst / "a.mp4").stat().st_mtime_ns == stamp
