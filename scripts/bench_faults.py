@@ -88,17 +88,14 @@ def kill_cycles(kills: int, steps: int, ckpt_every: int, seed: int, work: Path) 
             "ckpt_every": ckpt_every, "final_weights_max_abs_diff": diff, "final_resumed_from": resumed_from[-1:] or None}
 
 
-def fuzz(cases: int, seed: int) -> dict:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import fuzz_media  # noqa: E402
-
-    media = fuzz_media.run(cases, seed)
+def fuzz_layout(cases: int, seed: int, vocab=None) -> dict:
+    """Mutated valid sequences, truncations and noise through layout.revert."""
     import torch
 
     from kinema.lm import layout
     from kinema.lm.vocab import Vocab
 
-    vocab = Vocab(64, 256, 32, 2)
+    vocab = vocab or Vocab(64, 256, 32, 2)
     g = torch.Generator().manual_seed(seed)
     pool = {"text": [1, 2, 3], "video_codes": torch.randint(0, 256, (2, 2, 2), generator=g),
             "audio_codes": torch.randint(0, 32, (2, 6), generator=g),
@@ -129,6 +126,16 @@ def fuzz(cases: int, seed: int) -> dict:
             layout_errors += 1
         except Exception as e:  # anything but a clear ValueError is a finding
             layout_findings.append(f"{type(e).__name__}: {e}")
+    return {"errors": layout_errors, "findings": layout_findings}
+
+
+def fuzz(cases: int, seed: int) -> dict:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import fuzz_media  # noqa: E402
+
+    media = fuzz_media.run(cases, seed)
+    lay = fuzz_layout(cases, seed)
+    layout_findings = lay["findings"]
     return {"fuzz_cases": 2 * cases, "media_crashes": media["crashes"] + media["hangs"] + len(media["findings"]),
             "layout_findings": len(layout_findings), "crashes_found": media["crashes"] + media["hangs"]
             + len(media["findings"]) + len(layout_findings)}
