@@ -90,6 +90,20 @@ def test_bad_arguments():
         generate(0, seconds=0)
 
 
+def test_synth_command(tmp_path, capsys):
+    import json
+
+    from kinema.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--clips", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path), "--clips", "2", "--seconds", "0.5", "--size", "64x48",
+                 "--workers", "1", "--seed", "4"]) == 0
+    recs = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in recs] == [4, 5] and all((tmp_path / r["path"]).is_file() for r in recs)
+    assert recs[0]["caption"] == generate(4, size=(64, 48)).caption
+
+
 def test_tone_onsets_within_one_frame_and_pitch_follows_shape():
     from kinema.data.synthetic import TONE_HZ
 

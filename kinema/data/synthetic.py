@@ -340,7 +340,15 @@ def _write_one(job: tuple) -> dict:
 
 def write_dataset(out_dir: str | Path, clips: int = 100, seconds: float = 2.0, size: tuple[int, int] = (128, 128),
                   fps: float = 8.0, seed: int = 0, workers: int | None = None, sample_rate: int = 16000) -> Path:
-    """Write ``clips`` mp4s (video + sound) and ``manifest.jsonl``; seeds ``seed .. seed+clips-1``."""
+    """Write ``clips`` mp4s (video + sound) and ``manifest.jsonl``; seeds ``seed .. seed+clips-1``.
+
+    Each manifest line: path (relative to ``out_dir``), caption, seed, fps, seconds, size, scene,
+    events and per-frame truth. Odd sizes are padded by the encoder on the right/bottom, so the
+    truth's pixel coordinates stay valid.
+    """
+    if clips <= 0 or seconds <= 0 or fps <= 0 or sample_rate <= 0 or min(size) <= 0:
+        raise ValueError(f"clips, seconds, fps, sample_rate and size must be positive, got "
+                         f"{clips}, {seconds}, {fps}, {sample_rate}, {size}")
     from multiprocessing import get_context
 
     from tqdm import tqdm
