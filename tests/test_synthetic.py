@@ -88,6 +88,10 @@ def test_bad_arguments():
         render(sample_scene(0), (128, 64))  # aspect mismatch
     with pytest.raises(ValueError):
         generate(0, seconds=0)
+    with pytest.raises(ValueError, match="width/height"):
+        generate(0, size=(16, 256))
+    with pytest.raises(ValueError):
+        sample_scene(0, num_objects=0)
 
 
 def test_synth_command(tmp_path, capsys):

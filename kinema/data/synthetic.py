@@ -57,6 +57,7 @@ GRAVITY = 2.5  # world units / s^2
 RESTITUTION = 0.85  # falling objects keep this fraction of speed at each floor bounce
 SLIDE_SPEED = 0.35  # world units / s
 PHYSICS_HZ = 480
+MIN_ASPECT, MAX_ASPECT = 0.4, 4.0  # width / height range in which every shape fits
 
 
 @dataclass
@@ -131,6 +132,11 @@ def shape_extent(shape: str, r: float) -> tuple[float, float, float, float]:
 
 def sample_scene(seed: int, num_objects: int | None = None, aspect: float = 1.0) -> Scene:
     """A random scene, deterministic in ``seed``. Objects have distinct colours."""
+    if not MIN_ASPECT <= aspect <= MAX_ASPECT:
+        raise ValueError(f"the synthetic world needs width/height between {MIN_ASPECT} and {MAX_ASPECT} "
+                         f"(large shapes must fit), got {aspect:.3f}")
+    if num_objects is not None and not 1 <= num_objects <= len(COLORS) - 1:  # distinct colours, none the background
+        raise ValueError(f"num_objects must be between 1 and {len(COLORS) - 1}, got {num_objects}")
     rng = np.random.default_rng(seed)
     n = num_objects or int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
     background = str(rng.choice(list(BACKGROUNDS)))
