@@ -173,7 +173,9 @@ class Pipeline:
             generator=generator)
         self._text = self.tt.encode(prompt) if prompt else None
         self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
-        self._stats: list[dict[str, int]] = []
+        self._stats: list[dict[str, Any]] = []
+        self._starts: list[int] = []  # frame index where each generated window begins in the output
+        self._a_state, self._a_target, self._a_emitted = {}, 0, 0  # the call's sound track (see _audio_for_video)
         self._progress, self._keep_partial, self._interrupted = progress, keep_partial, False
         want_audio = with_audio and self.ac is not None
         need = {"i2v": ("image", image), "continue": ("video", video), "extend_back": ("video", video),
@@ -249,11 +251,19 @@ class Pipeline:
         return self.vocab.audio_num_quantizers
 
     def _audio_for_video(self, codes: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """v2a on one window's video codes (t, h, w) -> (audio codes (Q, n), wav (1, n_samples))."""
-        n = max(1, math.ceil(n_samples / self.ac.hop_length))
+        """v2a on one window's video codes (t, h, w) -> (audio codes (Q, n), wav (1, n * hop)).
+
+        Windows of one call form one sound track: the codec decodes them with carried state
+        (continuous waveform across windows) and the frame count per window follows the running
+        total, so the track never drifts more than one codec frame from the video."""
+        self._a_target += n_samples
+        n = math.ceil((self._a_target - self._a_emitted) / self.ac.hop_length)
+        if n <= 0:
+            return torch.zeros(self._audio_q(), 0, dtype=torch.long), torch.zeros(1, 0)
         got = self._lm("v2a", audio_shape=(self._audio_q(), n), cond_video_codes=codes)["audio_codes"]
-        wav = self.ac.decode(got.unsqueeze(0).to(self.ac.rvq.layers[0]._codebook.embed.device))[0].float().cpu()
-        return got, fit_length(wav, n_samples)
+        wav = self.ac.decode(got.unsqueeze(0).to(self.ac.rvq.layers[0]._codebook.embed.device), self._a_state)
+        self._a_emitted += n * self.ac.hop_length
+        return got, wav[0].float().cpu()
 
     def _samples(self, frames: int) -> int:
         return round(frames / self._fps * self.ac.sample_rate)
@@ -307,6 +317,7 @@ class Pipeline:
                 stream.append(codes)
                 frames = to_uint8(stream.decode_new())  # (T, H, W, 3)
                 frames = frames[: n_frames - made]
+                self._starts.append(head + made)
                 pieces.append(frames)
                 made += frames.shape[0]
                 if want_audio:
@@ -337,7 +348,8 @@ class Pipeline:
         if audio_parts:
             audio = fit_length(torch.cat(audio_parts, dim=1), self._samples(video.shape[0])).float()
             sr = self.ac.sample_rate
-        return GenerationOutput(video, self._fps, audio, sr, tokens, task, self._stats, self._interrupted)
+        return GenerationOutput(video, self._fps, audio, sr, tokens, task, self._stats, self._interrupted,
+                                list(self._starts))
 
     # ------------------------------------------------------------------ backwards, bridge
     def _extend_back(self, clip: Any, n_frames: int, want_audio: bool) -> GenerationOutput:
@@ -393,6 +405,7 @@ class Pipeline:
             codes = codes["video_codes"]
             stream.append(codes)
             frames = to_uint8(stream.decode_new())[: n_frames - made]
+            self._starts.append(Ta + made)
             made += frames.shape[0]
             pieces.append(frames)
             if want_audio:
@@ -401,6 +414,7 @@ class Pipeline:
                 audio_parts.append(wav)
         pieces.append(b.frames)
         if want_audio:
+            audio_parts = [audio_parts[0], fit_length(torch.cat(audio_parts[1:], dim=1), self._samples(made))]
             audio_parts.append(self._input_audio(b, Tb))
         tokens = {"video": stream.span(start, len(stream))}
         if a_codes:

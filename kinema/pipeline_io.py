@@ -145,7 +145,8 @@ class GenerationOutput:
     """What a Pipeline call returns. ``tokens`` holds the generated codes per modality
     (``"video"``: (t, h, w), ``"audio"``: (Q, n)); ``stats`` one dict per LM window (prefix and
     output token counts, the KV cache length); ``interrupted`` is True when Ctrl-C stopped a long
-    generation early and this is what was made so far."""
+    generation early and this is what was made so far; ``window_starts`` the output frame where each
+    generated window begins (for checking that window boundaries do not show)."""
 
     video: torch.Tensor  # uint8 (T, H, W, 3)
     fps: float
@@ -153,8 +154,9 @@ class GenerationOutput:
     sample_rate: int | None = None
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)
     task: str = ""
-    stats: list[dict[str, int]] = field(default_factory=list)
+    stats: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    window_starts: list[int] = field(default_factory=list)  # output frame where each LM window's frames begin
 
     @property
     def duration(self) -> float:

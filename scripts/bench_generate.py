@@ -4,7 +4,9 @@
 
 Each length runs in its own subprocess (so peak memory is that run's own): wall time, peak RSS and
 the peak RSS growth over the pre-generation RSS (a 5 ms sampler thread reading /proc), peak GPU
-memory on CUDA, LM tokens/s, compute seconds per second of video. The baseline is the short run:
+memory on CUDA, LM tokens/s, compute seconds per second of video, and ``boundary_jump_ratio``
+(mean frame-to-frame change across window boundaries over the change inside windows; ~1 means the
+boundaries do not show). The baseline is the short run:
 ``cost_per_second_ratio_60_vs_6`` and ``peak_memory_ratio_60_vs_6`` (target <= 1.1 each: flat cost,
 constant memory). Uses the embedded default model when it is there, else a tiny random one (said in
 the JSON as "model"). Prints one JSON line last.
@@ -57,11 +59,18 @@ def worker(args) -> dict:
     stop.set()
     th.join()
     tokens = sum(s["output_tokens"] for s in out.stats)
+    v = out.video.float()
+    diffs = (v[1:] - v[:-1]).abs().mean(dim=(1, 2, 3))  # (T-1,) mean |frame k+1 - frame k|
+    at = [i - 1 for i in out.window_starts if i > 0]  # diff index across each window boundary
+    inside = torch.ones_like(diffs, dtype=torch.bool)
+    inside[at] = False
+    jump = float(diffs[at].mean() / diffs[inside].mean().clamp_min(1e-6)) if at and inside.any() else None
     return {"model": name, "device": device, "seconds": args.worker, "frames": int(out.video.shape[0]),
             "size": list(pipe.config.size), "fps": out.fps, "windows": len([s for s in out.stats if s["task"] != "v2a"]),
             "wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall, "compute_s_per_video_s": wall / args.worker,
             "peak_rss_mb": max(peak[0], base) / 2**20, "peak_rss_growth_mb": max(0, peak[0] - base) / 2**20,
             "max_cache_tokens": max(s["cache_tokens"] for s in out.stats),
+            "boundary_jump_ratio": jump,  # frame change across window boundaries / within windows (1 = invisible)
             "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None}
 
 
@@ -97,6 +106,7 @@ def main() -> None:
         "peak_memory_growth_ratio_60_vs_6": (b["peak_rss_growth_mb"] / a["peak_rss_growth_mb"]
                                              if a["peak_rss_growth_mb"] > 0 else None),
         "tokens_per_s": b["tokens_per_s"], "compute_s_per_video_s": b["compute_s_per_video_s"],
+        "boundary_jump_ratio": b["boundary_jump_ratio"],
         "short": a, "long": b,
     }
     print(json.dumps(result))

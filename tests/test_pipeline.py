@@ -136,6 +136,7 @@ def test_constant_memory_per_window(pipe):
     assert max(x["prefix_tokens"] for x in s10) == max(x["prefix_tokens"] for x in s2)
     assert {x["output_tokens"] for x in s10[1:]} == {s2[1]["output_tokens"]}  # same cost per window
     assert long_.video.shape[0] == 80
+    assert long_.window_starts == [0] + list(range(9, 80, 8))  # 1 + 4*2 frames, then 4*2 per window
 
 
 def test_save_and_load_round_trip(pipe, tmp_path):
@@ -190,3 +191,12 @@ def test_mismatched_components_refused(pipe):
     big = VideoTokenizer(VideoTokenizerConfig(base_channels=8, channel_mults=(1, 2, 2), codebook_bits=9))
     with pytest.raises(ValueError, match="video codebook"):
         Pipeline(big, other.ac, other.tt, other.lm)
+
+
+def test_sound_track_is_one_continuous_stream(pipe):
+    """Per-window audio codes decode with carried state: the track equals decoding all codes at once."""
+    out = pipe("a red circle", seconds=3.0, seed=0)
+    codes = out.tokens["audio"]  # (Q, n) over all windows
+    assert codes.shape[1] == -(-out.audio.shape[1] // pipe.ac.hop_length)  # no drift beyond one frame
+    whole = pipe.ac.decode(codes.unsqueeze(0))[0]
+    torch.testing.assert_close(out.audio, whole[:, : out.audio.shape[1]], atol=2e-2, rtol=0)
