@@ -33,11 +33,14 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(run_dir: Path, *overrides: str, procs: int = 2, zero: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--master_port", str(_port()), "--num_gpus", str(procs),
+def _cmd(run_dir: Path, *overrides: str, procs: int = 2, zero: int = 2) -> list[str]:
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--master_port", str(_port()), "--num_gpus", str(procs),
            str(SCRIPT), "--config", str(TINY), "--deepspeed_config", str(REPO / f"configs/deepspeed/zero{zero}.json"),
            f"run_dir={run_dir}", *overrides]
-    return subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def _launch(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(run_dir, *overrides), env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -45,6 +48,9 @@ def test_two_process_kill_resume_matches_uninterrupted(tmp_path):
     if shutil.which("deepspeed") is None and not _has_module("deepspeed"):
         pytest.skip("deepspeed not installed")
     common = ("train.steps=6", "train.ckpt_every=3", "train.log_every=1", "train.eval_every=6")
+    # the uninterrupted run goes in parallel with the one that is killed and resumed
+    straight_proc = subprocess.Popen(_cmd(tmp_path / "b", *common), env=_env(), cwd=REPO,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed = _launch(tmp_path / "a", *common, "train.stop_after=3")
     assert killed.returncode != 0, "the simulated crash must end the run"
     assert (tmp_path / "a" / "ds_checkpoints" / "step_00000003").is_dir(), killed.stdout[-3000:] + killed.stderr[-3000:]
@@ -52,8 +58,8 @@ def test_two_process_kill_resume_matches_uninterrupted(tmp_path):
     resumed = _launch(tmp_path / "a", *common)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
-    straight = _launch(tmp_path / "b", *common)
-    assert straight.returncode == 0, straight.stdout[-3000:] + straight.stderr[-3000:]
+    out, _ = straight_proc.communicate(timeout=600)
+    assert straight_proc.returncode == 0, out[-3000:]
     wa = load_file(str(tmp_path / "a" / "final" / "model.safetensors"))
     wb = load_file(str(tmp_path / "b" / "final" / "model.safetensors"))
     assert wa.keys() == wb.keys()
