@@ -239,8 +239,6 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
         self.start_batch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        if int(epoch) != self.epoch:
-            self._plans.clear()
         self.epoch = int(epoch)
         if hasattr(self.source, "set_epoch"):
             self.source.set_epoch(epoch)
