@@ -40,7 +40,8 @@ from kinema.lm import layout
 from kinema.lm.model import KinemaLM
 from kinema.lm.vocab import Vocab
 from kinema.paths import DEFAULT_MODEL
-from kinema.pipeline_io import (GenerationOutput, MAX_SECONDS, as_image, check_seconds, check_size, fit_length,
+from kinema.pipeline_io import (GenerationOutput, MAX_SECONDS, as_image, check_output, check_seconds, check_size,
+                                fit_length,
                                 prepare_clip, resolve_task, to_model, to_uint8)
 from kinema.tokenizers.audio import AudioCodec
 from kinema.tokenizers.text import TextTokenizer
@@ -197,6 +198,7 @@ class Pipeline:
             default_s = 1.0 if t == "bridge" else c.seconds
             s = check_seconds(default_s if seconds is None else seconds, c.max_seconds)
             n_frames = max(1, round(s * fps))
+            check_output(n_frames, self._size)
             if t in ("t2v", "t2va", "uncond"):
                 return self._forward("t2v" if t == "t2va" else t, n_frames, None, want_audio)
             if t == "i2v":

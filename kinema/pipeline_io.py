@@ -33,6 +33,7 @@ TASK_ALIASES: dict[str, str] = {
 
 MAX_SECONDS = 600.0  # longest request accepted (10 minutes); longer raises ResourceError
 MAX_PIXELS = 1024 * 1024  # largest frame (width * height) accepted
+MAX_OUTPUT_BYTES = 8 << 30  # uint8 frames of one output (seconds * fps * W * H * 3) above this: ResourceError
 
 
 def resolve_task(task: str | None, prompt: str | None, image: Any, video: Any, video_after: Any,
@@ -66,6 +67,14 @@ def check_seconds(seconds: float, max_seconds: float = MAX_SECONDS) -> float:
     if s > max_seconds:
         raise ResourceError(f"{s:g} s is longer than the maximum of {max_seconds:g} s per request")
     return s
+
+
+def check_output(frames: int, size: tuple[int, int]) -> None:
+    """Refuse outputs whose frames alone would not fit in memory."""
+    need = frames * size[0] * size[1] * 3
+    if need > MAX_OUTPUT_BYTES:
+        raise ResourceError(f"{frames} frames of {size[0]}x{size[1]} need {need / 2**30:.1f} GiB; the maximum is "
+                            f"{MAX_OUTPUT_BYTES / 2**30:.0f} GiB (ask for fewer seconds, a lower fps or a smaller size)")
 
 
 def check_size(size: Any, factor: int) -> tuple[int, int]:

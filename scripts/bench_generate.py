@@ -27,6 +27,22 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _embedded_tokenizers_random_lm(preset: str, kbps: float, device: str):
+    """The embedded tokenizers with a freshly initialised LM of ``preset``: the default model's
+    cost before (or without) its trained LM."""
+    import torch
+    from kinema.lm.model import KinemaLM, LMConfig
+    from kinema.lm.vocab import Vocab
+    from kinema.pipeline import Pipeline
+    from kinema.tokenizers import AudioCodec, TextTokenizer, VideoTokenizer
+
+    torch.manual_seed(0)
+    vt, ac, tt = VideoTokenizer.from_pretrained(), AudioCodec.from_pretrained(), TextTokenizer.from_pretrained()
+    vocab = Vocab(tt.vocab_size, vt.codebook_size, ac.codebook_size, ac.quantizers_for_kbps(kbps))
+    lm = KinemaLM(LMConfig.preset(preset, vocab_size=vocab.size, vocab=vocab.to_dict()))
+    return Pipeline(vt.to(device), ac.to(device), tt, lm.to(device), vocab=vocab)
+
+
 def worker(args) -> dict:
     import torch
 
@@ -37,6 +53,9 @@ def worker(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.model or (not args.random and (DEFAULT_MODEL / "lm" / "config.json").is_file()):
         pipe, name = Pipeline.from_pretrained(args.model, device=device), str(args.model or "embedded kinema-tiny")
+    elif args.random_lm and (DEFAULT_MODEL / "video_tokenizer" / "config.json").is_file():
+        pipe, name = _embedded_tokenizers_random_lm(args.random_lm, args.kbps, device), \
+            f"embedded tokenizers + untrained {args.random_lm} LM ({args.kbps:g} kbps audio)"
     else:
         pipe, name = random_pipeline(seed=0), "tiny random (untrained)"
         pipe.lm.to(device), pipe.vt.to(device), pipe.ac.to(device)
@@ -81,6 +100,8 @@ def main() -> None:
     p.add_argument("--short", type=float, default=6.0)
     p.add_argument("--long", type=float, default=60.0)
     p.add_argument("--no-audio", action="store_true")
+    p.add_argument("--random-lm", default=None, help="no embedded LM: embedded tokenizers + an untrained LM of this preset")
+    p.add_argument("--kbps", type=float, default=6.0, help="audio bitrate for --random-lm")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--worker", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -92,6 +113,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--worker", str(s), "--threads", str(args.threads)]
         cmd += (["--model", args.model] if args.model else []) + (["--random"] if args.random else [])
         cmd += ["--no-audio"] if args.no_audio else []
+        cmd += ["--random-lm", args.random_lm, "--kbps", str(args.kbps)] if args.random_lm else []
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             sys.exit(f"bench worker for {s} s failed:\n{r.stderr[-2000:]}")

@@ -174,7 +174,7 @@ def test_ctrl_c_keeps_what_was_made(pipe, monkeypatch):
 @pytest.mark.parametrize("kwargs,err", [
     (dict(seconds=-1.0), ValueError), (dict(seconds=float("nan")), ValueError),
     (dict(seconds=10_000.0), ResourceError), (dict(size=(4096, 4096)), ResourceError),
-    (dict(size=(30, 32)), ValueError), (dict(task="dance"), ValueError), (dict(backend="gan"), ValueError),
+    (dict(size=(1024, 1024), fps=120.0, seconds=600.0), ResourceError), (dict(size=(30, 32)), ValueError), (dict(task="dance"), ValueError), (dict(backend="gan"), ValueError),
     (dict(task="i2v"), ValueError), (dict(task="continue"), ValueError), (dict(fps=0.0), ValueError),
     (dict(image=np.zeros((8, 8), dtype=np.float32)), ValueError), (dict(refine=True), ValueError),
 ])
