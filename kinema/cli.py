@@ -163,6 +163,37 @@ def _run_v2a(args) -> int:
     return _generate_and_save(args, _pipeline(args), args.prompt, video=_read_clip(args.input), task="v2a")
 
 
+# ----------------------------------------------------------------------------- eval (kinema.eval)
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="judge generations on held-out synthetic-world prompts (JSON + HTML report)")
+    p.add_argument("--model", default=None, help="model directory (default: the embedded kinema-tiny)")
+    p.add_argument("--prompts", type=int, default=8, help="number of held-out prompts")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--exclude", default=None, help="training manifest.jsonl whose captions are never used as prompts")
+    p.add_argument("--out", default="runs/eval", help="report directory")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+
+
+def _run_eval(args) -> int:
+    import json as _json
+
+    from kinema.eval.run import evaluate_pipeline, heldout_prompts
+
+    if args.prompts <= 0 or args.seconds <= 0:
+        raise ValueError("--prompts and --seconds must be positive")
+    exclude: set[str] = set()
+    if args.exclude:
+        with open(args.exclude) as f:
+            exclude = {_json.loads(line)["caption"] for line in f if line.strip()}
+    pipe = _pipeline(args)
+    gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
+                                             top_k=args.top_k)
+    summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt)
+    print(_json.dumps(summary))
+    return 0
+
+
 # ----------------------------------------------------------------------------- registry
 COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "info": (_add_info, _run_info),
@@ -171,6 +202,7 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {
     "continue": (_add_continue, _run_continue),
     "bridge": (_add_bridge, _run_bridge),
     "v2a": (_add_v2a, _run_v2a),
+    "eval": (_add_eval, _run_eval),
 }
 
 
