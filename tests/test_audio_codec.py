@@ -9,7 +9,7 @@ import torch
 
 from kinema.errors import CheckpointError
 from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
-from kinema.tokenizers.audio_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, log_mel_distance, si_snr
+from kinema.tokenizers.audio_losses import MultiResolutionSTFTLoss, MultiScaleMelLoss, log_mel_distance, si_snr, stft_distance
 
 torch.set_num_threads(1)
 
@@ -142,6 +142,8 @@ def test_metrics_sanity():
     x = noise(4000)
     assert float(si_snr(x, x)) > 60
     assert float(log_mel_distance(x, x)) < 1e-6
+    assert float(stft_distance(x, x)) < 1e-6 < float(stft_distance(0.5 * x, x))
+    assert float(stft_distance(torch.zeros_like(x), torch.zeros_like(x))) == 0.0
     assert float(si_snr(x + 0.3 * noise(4000, seed=1), x)) < 15
 
 

@@ -110,7 +110,7 @@ def synthetic_audio(seed: int, seconds: float, sample_rate: int) -> torch.Tensor
     except ImportError:
         return None
     try:
-        clip = synthetic.generate(seed, seconds=seconds)
+        clip = synthetic.generate(seed, size=(32, 32), seconds=seconds, sample_rate=sample_rate)
     except TypeError:
         clip = synthetic.generate(seed)
     audio = getattr(clip, "audio", None)
@@ -165,7 +165,14 @@ class SegmentSampler:
 
     def _one(self) -> torch.Tensor:
         if not self.clips or self.rng.random() < self.cfg.synthetic_fraction:
-            seg = self._crop(self.rng.choice(self.synth)) if self.synth else bounce_tones(self.rng, self.n, self.sr)
+            seg = None
+            for _ in range(8 if self.synth else 0):  # synthetic clips are mostly silence between bounces
+                seg = self._crop(self.rng.choice(self.synth))
+                if float(seg.abs().max()) > 1e-3:
+                    break
+                seg = None
+            if seg is None:
+                seg = bounce_tones(self.rng, self.n, self.sr)
         else:
             weights = [c.numel() for c in self.clips]
             seg = self._crop(self.rng.choices(self.clips, weights=weights)[0])
