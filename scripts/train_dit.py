@@ -1,0 +1,215 @@
+"""Train the text-conditioned DiT generator on video-tokenizer latents of the synthetic world, with DeepSpeed.
+
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/train_dit.py --config configs/diffusion/dit_small.yaml \
+        train.max_minutes=10
+    DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 deepspeed --num_gpus 2 scripts/train_dit.py --config ...   # 2 processes
+    deepspeed --num_gpus 8 scripts/train_dit.py --config ... --deepspeed_config configs/deepspeed/zero2.json
+
+Rank 0 renders ``data.clips`` synthetic clips, encodes them with the video tokenizer
+(``encode_latents``, continuous) and the captions with the text tokenizer, and caches them in
+``<run_dir>/latents.safetensors``; per-channel latent mean/std go into the model config. bf16
+autocast, cosine LR, EMA (rank 0), NonFiniteGuard, metrics JSONL + loss curve, DeepSpeed
+checkpoints in ``<run_dir>/ds_checkpoints`` (a rerun resumes); the end writes ``<run_dir>/final``
+(save_pretrained, EMA weights, bf16).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+    os.environ["DS_ACCELERATOR"] = "cpu"
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kinema.checkpoint import load_tensors, rng_state, save_tensors, set_rng_state  # noqa: E402
+from kinema.config import load_config, save_config  # noqa: E402
+from kinema.decode.dit_generator import DiTGenerator, DiTGeneratorConfig  # noqa: E402
+from kinema.errors import ConfigError, KinemaError  # noqa: E402
+from kinema.training import EMA, MetricsLogger, NonFiniteGuard, autocast, cosine_lr  # noqa: E402
+
+
+@dataclass
+class DiTDataConfig:
+    clips: int = 64
+    first_seed: int = 100000  # synthetic seeds first_seed .. first_seed + clips - 1
+    size: tuple[int, int] = (64, 64)  # (width, height)
+    frames: int = 17  # 1 + 4k
+    fps: float = 8.0
+    video_tokenizer: str = ""  # empty: the embedded default
+    text_tokenizer: str = ""
+
+
+@dataclass
+class DiTOptimConfig:
+    steps: int = 2000
+    micro_batch_size: int = 8
+    lr: float = 5e-4
+    warmup: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema: float = 0.995
+    bf16: bool = True
+    log_every: int = 10
+    ckpt_every: int = 200
+    seed: int = 0
+    max_minutes: float = 0.0  # 0: no limit
+
+
+@dataclass
+class DiTTrainConfig:
+    run_dir: str = "runs/dit"
+    preset: str = "small"
+    model: dict = field(default_factory=dict)
+    data: DiTDataConfig = field(default_factory=DiTDataConfig)
+    train: DiTOptimConfig = field(default_factory=DiTOptimConfig)
+
+
+def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
+    """Continuous latents (N, C, t, h, w) and padded caption ids (N, M) (-1 = pad), cached in ``path``."""
+    if path.is_file():
+        return load_tensors(path)
+    from kinema.data.synthetic import generate
+    from kinema.tokenizers.text import TextTokenizer
+    from kinema.tokenizers.video import VideoTokenizer
+
+    vt = VideoTokenizer.from_pretrained(cfg.video_tokenizer or None)
+    tt = TextTokenizer.from_pretrained(cfg.text_tokenizer or None)
+    zs, ids = [], []
+    for i in tqdm(range(cfg.clips), desc="encoding clips"):
+        c = generate(cfg.first_seed + i, tuple(cfg.size), cfg.fps, cfg.frames / cfg.fps)
+        x = c.frames[: cfg.frames].permute(3, 0, 1, 2).float().unsqueeze(0) / 127.5 - 1  # (1, 3, T, H, W)
+        zs.append(vt.encode_latents(x)[0])
+        ids.append(tt.encode(c.caption))
+    m = max(len(s) for s in ids)
+    text = torch.full((len(ids), m), -1, dtype=torch.long)
+    for i, s in enumerate(ids):
+        text[i, : len(s)] = torch.tensor(s)
+    out = {"latents": torch.stack(zs).float(), "text": text,
+           "text_vocab": torch.tensor([tt.vocab_size])}
+    save_tensors(path, out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="YAML (configs/diffusion/dit_*.yaml)")
+    p.add_argument("--deepspeed_config", default="configs/deepspeed/zero1.json")
+    p.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=10")
+    args = p.parse_args(argv)
+    try:
+        return train(args)
+    except (KinemaError, ValueError, FileNotFoundError) as e:
+        print(f"train_dit: error: {e}", file=sys.stderr)
+        return 2
+
+
+def train(args) -> int:
+    import deepspeed
+    import torch.distributed as dist
+
+    cfg = load_config(DiTTrainConfig, args.config, args.overrides)
+    tc, run = cfg.train, Path(cfg.run_dir)
+    ds_cfg = json.loads(Path(args.deepspeed_config).read_text())
+    ds_cfg.update(train_micro_batch_size_per_gpu=tc.micro_batch_size, gradient_accumulation_steps=1,
+                  gradient_clipping=tc.grad_clip, steps_per_print=10**9, zero_allow_untested_optimizer=True)
+    ds_cfg.pop("train_batch_size", None)
+    cpu = deepspeed.accelerator.get_accelerator().device_name() == "cpu"
+    if "RANK" not in os.environ:  # plain `python scripts/train_dit.py`: a world of one
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cpu") if cpu else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    log = print if rank == 0 else (lambda *a, **k: None)
+
+    run.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        build_latents(cfg.data, run / "latents.safetensors")
+    dist.barrier()
+    data = load_tensors(run / "latents.safetensors")
+    z, text = data["latents"], data["text"]  # (N, C, t, h, w), (N, M)
+    mean = z.mean(dim=(0, 2, 3, 4))
+    std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    try:
+        mcfg = DiTGeneratorConfig.preset(cfg.preset, **{**cfg.model, "latent_channels": z.shape[1],
+                                                        "text_vocab": int(data["text_vocab"][0]),
+                                                        "latent_mean": mean.tolist(), "latent_std": std.tolist()})
+    except TypeError as e:
+        raise ConfigError(f"model: {e}") from None
+    torch.manual_seed(tc.seed)
+    model = DiTGenerator(mcfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, 1.0, tc.warmup, tc.steps))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"DiT {cfg.preset}: {n_params / 1e6:.2f}M params, {z.shape[0]} clips of latents {tuple(z.shape[1:])}, "
+        f"{world} process(es), device {device}")
+    ema = EMA(engine.module, tc.ema) if rank == 0 else None
+
+    ckpt_dir, step = run / "ds_checkpoints", 0
+    if (ckpt_dir / "latest").is_file():
+        path, client = engine.load_checkpoint(str(ckpt_dir))
+        if path is not None:
+            step = client["step"]
+            set_rng_state(client["rng"])
+            if ema is not None and "ema" in client:
+                ema.load_state_dict(client["ema"])
+            log(f"resumed from {path} at step {step}")
+    logger = MetricsLogger(run, enabled=rank == 0)
+    logger.truncate_after(step)
+    if rank == 0:
+        save_config(cfg, run / "train_config.yaml")
+    guard = NonFiniteGuard(max_in_row=5, log=log)
+    g = torch.Generator().manual_seed(tc.seed * 1000 + rank + step)
+    t0 = time.time()
+    bar = tqdm(total=tc.steps, initial=step, desc="train_dit", disable=rank != 0)
+    while step < tc.steps:
+        idx = torch.randint(0, z.shape[0], (tc.micro_batch_size,), generator=g)
+        ids = [[int(j) for j in row if j >= 0] for row in text[idx]]
+        with autocast(device, enabled=tc.bf16):
+            loss = engine.module.loss(z[idx].to(device), ids, g)  # (ZeRO hooks sit on the submodules)
+        if not guard.check(loss, None, step):
+            loss = sum(q.sum() * 0.0 for q in engine.module.parameters())
+        engine.backward(loss)
+        engine.step()
+        if ema is not None:
+            ema.update(engine.module)
+        step += 1
+        bar.update(1)
+        if step % tc.log_every == 0:
+            logger.log(step, train_loss=float(loss), lr=engine.get_lr()[0])
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+        out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
+        if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
+            client = {"step": step, "rng": rng_state(), **({"ema": ema.state_dict()} if ema is not None else {})}
+            engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
+        if out_of_time:
+            log(f"stopping at step {step}: max_minutes {tc.max_minutes} reached (resume by rerunning)")
+            break
+    bar.close()
+    if rank == 0:
+        logger.plot()
+        final = DiTGenerator(mcfg)
+        final.load_state_dict(ema.state_dict())
+        final.save_pretrained(run / "final", dtype=torch.bfloat16)
+        log(f"wrote {run / 'final'}")
+    dist.barrier()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
