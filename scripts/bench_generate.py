@@ -122,7 +122,7 @@ def main() -> None:
               f"(+{runs[s]['peak_rss_growth_mb']:.1f} MB), {runs[s]['tokens_per_s']:.0f} tok/s", file=sys.stderr)
     a, b = runs[args.short], runs[args.long]
     result = {
-        "model": a["model"], "device": a["device"], "size": a["size"], "fps": a["fps"], "audio": not args.no_audio,
+        "short_s": args.short, "long_s": args.long, "model": a["model"], "device": a["device"], "size": a["size"], "fps": a["fps"], "audio": not args.no_audio,
         "cost_per_second_ratio_60_vs_6": b["compute_s_per_video_s"] / a["compute_s_per_video_s"],
         "peak_memory_ratio_60_vs_6": b["peak_rss_mb"] / a["peak_rss_mb"],
         "peak_memory_growth_ratio_60_vs_6": (b["peak_rss_growth_mb"] / a["peak_rss_growth_mb"]
