@@ -63,6 +63,7 @@ class PipelineConfig:
     seconds: float = 2.0  # default length to generate
     window_latents: int = 5  # latents per LM window (condition + new)
     cond_latents: int = 2  # latents carried into the next window (~1 s at 8 fps, 4x temporal)
+    dit_steps: int = 8  # Euler steps per window with backend="dit"
     decode_context: int = 8  # past latents re-decoded before each new window (bounded: flat cost). With the
     # embedded tokenizer (8 s of Megamind.avi, 64x64) 8 is at most 1/255 off a whole-video decode; 4: up to 18/255
     guidance_scale: float = 1.0
@@ -122,7 +123,12 @@ class Pipeline:
         ac = AudioCodec.from_pretrained(root / "audio_codec").to(device) if (root / "audio_codec" / "config.json").is_file() else None
         tt = TextTokenizer.from_pretrained(root / "text_tokenizer")
         lm = KinemaLM.from_pretrained(root / "lm", device=device)
-        return cls(vt, ac, tt, lm, config=cfg)
+        dit = None
+        if (root / "dit" / "config.json").is_file():
+            from kinema.decode.dit_generator import DiTGenerator
+
+            dit = DiTGenerator.from_pretrained(root / "dit").to(device)
+        return cls(vt, ac, tt, lm, config=cfg, dit=dit)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         root = Path(directory)
@@ -154,8 +160,7 @@ class Pipeline:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
-        if backend == "dit":
-            raise ValueError("backend 'dit' is not wired into the Pipeline yet; use backend='ar'")
+        self._backend = backend
         c = self.config
         t = resolve_task(task, prompt, image, video, video_after, audio, seconds)
         if prompt is not None and not isinstance(prompt, str):
@@ -188,6 +193,8 @@ class Pipeline:
             raise ValueError("task 'bridge' needs video= (before) and video_after= (after)")
         if t in ("v2a", "a2v", "t2va") and self.ac is None:
             raise ValueError(f"task {t!r} needs an audio codec; this pipeline has none")
+        if backend == "dit" and t not in ("t2v", "t2va", "uncond", "continue"):
+            raise ValueError(f"backend 'dit' supports text-to-video and continue, not task {t!r}; use backend='ar'")
         with autocast(self.device, enabled=c.bf16):
             if t == "t2i":
                 return self._forward(t, 1, None, False)
@@ -311,7 +318,9 @@ class Pipeline:
         bar = tqdm(total=n_frames, desc=task, unit="frame", disable=not self._progress)
         try:
             for win in windows:
-                if win.num_cond == 0 and task in ("t2v", "uncond", "t2i"):
+                if self._backend == "dit":
+                    codes = self._dit_window(task, win, h, w, stream)
+                elif win.num_cond == 0 and task in ("t2v", "uncond", "t2i"):
                     codes = self._lm(task, video_grid=(win.num_new, h, w))["video_codes"]
                 elif task == "i2v" and win.index == 0:
                     codes = self._lm("i2v", video_grid=(win.num_new, h, w), image_codes=stream.span(0, 1))["video_codes"]
@@ -339,6 +348,18 @@ class Pipeline:
         if a_codes:
             tokens["audio"] = torch.cat(a_codes, dim=1)
         return self._output(task, torch.cat(pieces), audio_parts, tokens)
+
+    def _dit_window(self, task: str, win: Any, h: int, w: int, stream: LatentStream) -> torch.Tensor:
+        """One window's new video codes (t, h, w) from the DiT generator (sign-snapped latents are
+        exactly LFQ codes), conditioned on the window's leading latents like the AR path."""
+        cond = self.vt.codes_to_latents(stream.span(*win.cond).unsqueeze(0)) if win.num_cond else None
+        text = [self._text or []] if task != "uncond" else [[]]
+        gen = self._opts["generator"]
+        z = self.dit.generate(text, win.num_new, (h, w), guidance_scale=self._opts["guidance_scale"] if text[0] else 1.0,
+                              steps=self.config.dit_steps, generator=gen,
+                              cond_latents=cond)
+        self._stats.append({"window": len(self._stats), "task": task, "backend": "dit", "new_latents": win.num_new})
+        return self.vt.latents_to_codes(z)[0].cpu()
 
     def _input_audio(self, clip: Any, n_frames: int) -> torch.Tensor:
         n = self._samples(n_frames)

@@ -97,3 +97,18 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="unknown DiT preset"):
         DiTGeneratorConfig.preset("huge")
     assert flow.timesteps(2).shape == (3,)
+
+
+def test_pipeline_dit_backend_runs_windows_and_continues():
+    from kinema.pipeline import random_pipeline
+
+    pipe = random_pipeline(0)
+    pipe.config.dit_steps = 2
+    pipe.dit = DiTGenerator(DiTGeneratorConfig.preset("tiny", latent_channels=pipe.vt.latent_channels,
+                                                      text_vocab=pipe.tt.vocab_size)).eval()
+    out = pipe("a red circle bouncing", seconds=2.0, seed=0, backend="dit", with_audio=False)
+    again = pipe("a red circle bouncing", seconds=2.0, seed=0, backend="dit", with_audio=False)
+    assert out.video.shape == (16, 32, 32, 3) and torch.equal(out.video, again.video)
+    assert len([s for s in out.stats if s.get("backend") == "dit"]) >= 2  # several windows
+    with pytest.raises(ValueError, match="backend 'dit'"):
+        pipe("a red circle", seconds=1.0, backend="dit", task="t2i")
