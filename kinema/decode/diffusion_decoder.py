@@ -95,8 +95,14 @@ class DiffusionDecoder(nn.Module):
         return torch.cat([up, anchor], dim=1)
 
     def velocity(self, r_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Predicted velocity for the scaled residual r_t (B, 3, T, H', W')."""
-        return self.net.forward_batch(torch.cat([r_t, cond], dim=1), t)
+        """Velocity for the scaled residual r_t (B, 3, T, H', W').
+
+        The network predicts the clean residual (x-prediction, Li & He "Back to Basics", arXiv
+        2511.13720: with wide patches a narrow transformer cannot carry the noise through, so it
+        should not have to); the velocity follows as (r_t - r0_hat) / t, t clamped at 0.05.
+        """
+        r0_hat = self.net.forward_batch(torch.cat([r_t, cond], dim=1), t)
+        return (r_t - r0_hat) / flow._bcast(t.clamp_min(0.05), r_t)
 
     # ------------------------------------------------------------------ training
     def loss(self, x: torch.Tensor, x_detok: torch.Tensor, prev_frame: torch.Tensor | None,
