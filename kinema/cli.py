@@ -115,12 +115,15 @@ def _add_generate(sub) -> None:
     p.add_argument("prompt", help="what the video shows")
     p.add_argument("--image", default=None, help="first frame (png/jpg): image-to-video")
     p.add_argument("--negative", default=None, help="negative prompt for guidance")
+    p.add_argument("--backend", choices=("ar", "dit"), default="ar",
+                   help="ar: the token LM (default); dit: the diffusion transformer over latents")
     _gen_options(p, seconds=4.0)
 
 
 def _run_generate(args) -> int:
     image = _read_clip(args.image).frames[0] if args.image else None
-    return _generate_and_save(args, _pipeline(args), args.prompt, image=image, negative_prompt=args.negative)
+    return _generate_and_save(args, _pipeline(args), args.prompt, image=image, negative_prompt=args.negative,
+                              backend=getattr(args, "backend", "ar"))
 
 
 def _add_continue(sub) -> None:
