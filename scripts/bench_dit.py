@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--fps", type=float, default=8.0)
-    ap.add_argument("--size", type=int, nargs=2, default=(64, 64), help="width height")
+    ap.add_argument("--size", type=int, nargs=2, default=(128, 128), help="width height")
     ap.add_argument("--dit", default=None, help="DiT directory (default: embedded)")
     ap.add_argument("--video-tokenizer", default=None)
     ap.add_argument("--steps", type=int, default=8)
