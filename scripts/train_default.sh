@@ -7,15 +7,16 @@
 #   2. text tokenizer (sentencepiece on synthetic + template captions) ........................ ~1 min
 #   3. audio codec (configs/audio_codec/small.yaml, 1756 steps; its engineer's run) .......... ~30 min
 #   4. video tokenizer (configs/video_tokenizer/small.yaml, run small2, 1000 steps EMA) ....... ~25 min
-#   5. token extraction (128x128, 2 audio RVQ levels = 1 kbps), 2 workers .................... ~2-3 s/clip
-#      (the shipped LM saw the first ~LM_CLIPS clips only: the CPU budget ran out)
-#   6. LM (configs/lm/kinema_tiny.yaml: dim 256, 4 layers; DeepSpeed ZeRO-1, 2 CPU ranks) .... 18 min cap
+#   5. token extraction (128x128, 2 audio RVQ levels = 1 kbps), 2 workers, 2-4 s/clip ........ ~7 min
+#      (the shipped LM saw the first 115 training clips only: the CPU budget ran out)
+#   6. LM (configs/lm/kinema_tiny.yaml: dim 192, 3 layers, 2.9 s/step; DeepSpeed ZeRO-1,
+#      2 CPU ranks, micro-batch 2 each) ...................................................... 15 min cap
 #   7. export bf16 weights to kinema/assets/kinema-tiny/lm
 # No GPU was available for these runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DS_ACCELERATOR=cpu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-LM_CLIPS=${LM_CLIPS:-340}
+LM_CLIPS=${LM_CLIPS:-115}
 EVAL_CLIPS=${EVAL_CLIPS:-16}
 stage() { echo "== $1 ($(date -u +%H:%M:%S))"; }
 

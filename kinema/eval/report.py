@@ -6,7 +6,7 @@ import html
 import json
 from pathlib import Path
 
-__all__ = ["write_html", "plot_summary"]
+__all__ = ["write_html", "plot_summary", "frames_grid"]
 
 METRICS = ("prompt_alignment", "motion_correct", "persistence_frames", "av_sync_within_one_frame")
 
@@ -58,3 +58,22 @@ def write_html(path: str | Path, summary: dict, clips: list[dict]) -> Path:
 
 def _fmt(v) -> str:
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def frames_grid(videos: list, path: str | Path, every: int = 4, max_cols: int = 8, scale: int = 1) -> Path:
+    """A PNG with one row per video (uint8 (T, H, W, 3)): every ``every``-th frame side by side."""
+    import numpy as np
+    from PIL import Image
+
+    rows = []
+    max_cols = min(max_cols, max(len(v[::every]) for v in videos))
+    for v in videos:
+        fr = [f.numpy() if hasattr(f, "numpy") else np.asarray(f) for f in v[::every][:max_cols]]
+        pad = [np.zeros_like(fr[0])] * (max_cols - len(fr))
+        rows.append(np.concatenate([np.pad(f, ((2, 2), (2, 2), (0, 0)), constant_values=255) for f in fr + pad], 1))
+    img = Image.fromarray(np.concatenate(rows, 0))
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    img.save(path, optimize=True)
+    return path

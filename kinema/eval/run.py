@@ -107,13 +107,15 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
     write ``results.json``, GIFs and ``report.html`` under ``out_dir``; return the summary."""
     out = Path(out_dir)
     (out / "gifs").mkdir(parents=True, exist_ok=True)
-    results, ref_results = [], []
+    results, ref_results, shown = [], [], []
     t0 = time.time()
     for i, prompt in enumerate(tqdm(prompts, desc="eval", unit="prompt")):
         g = generate_fn(prompt, seconds, i)
         r = evaluate_clip(g.video, prompt, g.fps, g.audio, g.sample_rate)
         r["gif"] = f"gifs/gen_{i:03d}.gif"
         _save_gif(g.video, out / r["gif"], g.fps)
+        if len(shown) < 4:
+            shown.append(g.video)
         results.append(r)
     summary = {"generated": summarize(results), "seconds": seconds, "wall_s": round(time.time() - t0, 1)}
     if reference:  # the same captions rendered by the synthetic world: what a perfect model would score
@@ -125,8 +127,9 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
     if vt is not None:
         summary["frame_quality"] = tokenizer_quality(vt, size=(g.video.shape[2], g.video.shape[1]))
     (out / "results.json").write_text(json.dumps({"summary": summary, "clips": results}, indent=1))
-    from kinema.eval.report import write_html
+    from kinema.eval.report import frames_grid, write_html
 
+    frames_grid(shown, out / "samples.png")
     write_html(out / "report.html", summary, results)
     return summary
 
