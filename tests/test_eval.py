@@ -112,3 +112,20 @@ def test_evaluate_pipeline_report_with_the_world_as_generator(tmp_path):
     assert s["generated"]["prompt_alignment"] == 1.0
     assert (tmp_path / "report.html").is_file() and (tmp_path / "results.json").is_file()
     assert len(list((tmp_path / "gifs").glob("*.gif"))) == 2
+
+
+def test_frechet_distance_and_classifier_features():
+    from kinema.eval.frechet import ClassifierConfig, VideoClassifier, clip_input, frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 4))
+    assert frechet_distance(a, a) < 1e-6
+    shifted = frechet_distance(a, a + 2.0)
+    assert abs(shifted - 16.0) < 0.5  # ||mu||^2 = 4 * 2^2, same covariance
+    assert frechet_distance(a, rng.normal(size=(200, 4)) * 3) > 5.0
+    cfg = ClassifierConfig(frames=8, size=32, channels=[4, 8])
+    clf = VideoClassifier(cfg)
+    x = clip_input(generate(1, size=(48, 48), seconds=0.5).frames, cfg)  # 4 frames: padded to 8
+    assert x.shape == (3, 8, 32, 32) and x.min() >= -1 and x.max() <= 1
+    out = clf(x[None])
+    assert clf.features(x[None]).shape == (1, 8) and out["color"].shape == (1, 8) and out["shape"].shape == (1, 3)

@@ -73,6 +73,27 @@ def tokenizer_quality(vt: Any, n: int = 6, size: tuple[int, int] = (128, 128), f
     return {"psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss)), "clips": n}
 
 
+CLASSIFIER_DIR = Path(__file__).resolve().parents[1] / "assets" / "eval_classifier"
+
+
+@torch.inference_mode()
+def frechet_vs_real(videos: list[torch.Tensor], n_real: int = 48, classifier_dir: str | Path = CLASSIFIER_DIR) -> dict | None:
+    """Fréchet distance (classifier features) of ``videos`` to ``n_real`` real renders, beside the
+    distance of as many other real renders to the same set (the floor a perfect generator reaches)."""
+    from kinema.eval.frechet import VideoClassifier, clip_input, frechet_distance
+
+    if not (Path(classifier_dir) / "config.json").is_file() or len(videos) < 2:
+        return None
+    clf = VideoClassifier.from_pretrained(classifier_dir)
+    feats = lambda vs: clf.features(torch.stack([clip_input(v, clf.cfg) for v in vs])).float().numpy()  # noqa: E731
+    T = clf.cfg.frames
+    real = [generate(HELDOUT_SEED + 20_000 + i, size=(64, 64), seconds=T / 8.0).frames for i in range(n_real)]
+    other = [generate(HELDOUT_SEED + 30_000 + i, size=(64, 64), seconds=T / 8.0).frames for i in range(len(videos))]
+    fr = feats(real)
+    return {"frechet_generated_vs_real": frechet_distance(feats(videos), fr),
+            "frechet_real_vs_real": frechet_distance(feats(other), fr), "n_generated": len(videos), "n_real": n_real}
+
+
 def summarize(results: list[dict]) -> dict:
     """Aggregate per-clip results into the table's numbers."""
     def mean(vals):
@@ -107,7 +128,7 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
     write ``results.json``, GIFs and ``report.html`` under ``out_dir``; return the summary."""
     out = Path(out_dir)
     (out / "gifs").mkdir(parents=True, exist_ok=True)
-    results, ref_results, shown = [], [], []
+    results, ref_results, shown, gen_videos = [], [], [], []
     t0 = time.time()
     for i, prompt in enumerate(tqdm(prompts, desc="eval", unit="prompt")):
         g = generate_fn(prompt, seconds, i)
@@ -116,6 +137,7 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
         _save_gif(g.video, out / r["gif"], g.fps)
         if len(shown) < 4:
             shown.append(g.video)
+        gen_videos.append(g.video[:16])
         results.append(r)
     summary = {"generated": summarize(results), "seconds": seconds, "wall_s": round(time.time() - t0, 1)}
     if reference:  # the same captions rendered by the synthetic world: what a perfect model would score
@@ -124,6 +146,9 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
             if c is not None:
                 ref_results.append(evaluate_clip(c.frames, c.caption, c.fps, c.audio, c.sample_rate))
         summary["reference_truth"] = summarize(ref_results)
+    fd = frechet_vs_real(gen_videos)
+    if fd is not None:
+        summary["frechet"] = fd
     if vt is not None:
         summary["frame_quality"] = tokenizer_quality(vt, size=(g.video.shape[2], g.video.shape[1]))
     (out / "results.json").write_text(json.dumps({"summary": summary, "clips": results}, indent=1))
