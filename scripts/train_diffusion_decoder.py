@@ -5,11 +5,15 @@
 
 Pairs come from :func:`kinema.decode.diffusion_decoder.synthetic_pairs` with the given video
 tokenizer (default: the embedded one). bf16 autocast, AdamW, cosine LR, EMA, NonFiniteGuard,
-metrics JSONL + loss curve; writes ``<out>/final`` (save_pretrained, EMA weights).
+metrics JSONL + loss curve; training checkpoints (weights, EMA, optimizer, RNG) every
+``--ckpt-every`` steps in ``<out>/checkpoints``, and a rerun with the same ``--out`` resumes from
+the newest valid one (``--minutes`` is a budget per invocation); the end writes ``<out>/final``
+(save_pretrained, EMA weights).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kinema.checkpoint import CheckpointManager, rng_state, set_rng_state  # noqa: E402
 from kinema.decode.diffusion_decoder import DiffusionDecoder, DiffusionDecoderConfig, synthetic_pairs  # noqa: E402
 from kinema.tokenizers.video import VideoTokenizer  # noqa: E402
 from kinema.training import EMA, MetricsLogger, NonFiniteGuard, autocast, cosine_lr, set_lr  # noqa: E402
@@ -36,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--ckpt-every", type=int, default=200, help="training checkpoint every N steps (a rerun resumes)")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="fault drills/tests: exit hard (code 17) right after the checkpoint of this step")
     a = ap.parse_args(argv)
     torch.manual_seed(a.seed)
     cfg = DiffusionDecoderConfig.preset(a.preset)
@@ -50,9 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
     guard, log = NonFiniteGuard(), MetricsLogger(a.out)
     g = torch.Generator().manual_seed(a.seed)
+    ckpts, start = CheckpointManager(Path(a.out) / "checkpoints", keep=2), 0
+    latest = ckpts.load_latest()
+    if latest is not None:
+        model.load_state_dict(latest.modules["model"])
+        ema.load_state_dict(latest.modules["ema"])
+        opt.load_state_dict(latest.state["opt"])
+        g.set_state(latest.state["gen"])
+        set_rng_state(latest.state["rng"])
+        start = latest.step
+        print(f"resumed from {latest.path} at step {start}", flush=True)
+    log.truncate_after(start)  # records are numbered by completed steps, like the checkpoints
     t0 = time.time()
-    pbar = tqdm(range(a.steps), desc="diffusion decoder")
+    pbar = tqdm(range(start, a.steps), initial=start, total=a.steps, desc="diffusion decoder")
     for step in pbar:
+        done = step + 1
         idx = torch.randint(0, x.shape[0], (a.batch,), generator=g)
         set_lr(opt, cosine_lr(step, a.lr, 100, a.steps))
         with autocast("cpu"):
@@ -60,15 +81,20 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if not guard.check(loss, model.parameters(), step):
-            continue
-        opt.step()
-        ema.update(model)
-        if step % 20 == 0:
-            log.log(step, loss=loss.item())
-            pbar.set_postfix(loss=f"{loss.item():.4f}")
-        if time.time() - t0 > a.minutes * 60:
-            print(f"time budget reached at step {step}", flush=True)
+        if guard.check(loss, model.parameters(), done):
+            opt.step()
+            ema.update(model)
+            if done % a.log_every == 0:
+                log.log(done, loss=loss.item())
+                pbar.set_postfix(loss=f"{loss.item():.4f}")
+        out_of_time = time.time() - t0 > a.minutes * 60
+        if done % a.ckpt_every == 0 or done == a.steps or done == a.stop_after or out_of_time:
+            ckpts.save(done, {"model": model.state_dict(), "ema": ema.state_dict()},
+                       {"opt": opt.state_dict(), "gen": g.get_state(), "rng": rng_state()})
+            if a.stop_after and done == a.stop_after:
+                os._exit(17)  # simulated crash right after a checkpoint
+        if out_of_time:
+            print(f"time budget reached at step {done} (resume by rerunning)", flush=True)
             break
     log.plot()
     model.load_state_dict(ema.state_dict())

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
@@ -61,6 +62,7 @@ class DiTOptimConfig:
     ckpt_every: int = 200
     seed: int = 0
     max_minutes: float = 0.0  # 0: no limit
+    stop_after: int = 0  # fault drills/tests: exit hard (code 17) right after the checkpoint of this step
 
 
 @dataclass
@@ -174,10 +176,13 @@ def train(args) -> int:
     if rank == 0:
         save_config(cfg, run / "train_config.yaml")
     guard = NonFiniteGuard(max_in_row=5, log=log)
-    g = torch.Generator().manual_seed(tc.seed * 1000 + rank + step)
+    g = torch.Generator()
     t0 = time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train_dit", disable=rank != 0)
     while step < tc.steps:
+        # batch and noise draws are a pure function of (seed, rank, step), so a resumed run draws
+        # exactly what the uninterrupted one would have (the client state holds rank 0's RNG only)
+        g.manual_seed(int(np.random.SeedSequence([tc.seed, rank, step]).generate_state(1, np.uint64)[0]))
         idx = torch.randint(0, z.shape[0], (tc.micro_batch_size,), generator=g)
         ids = [[int(j) for j in row if j >= 0] for row in text[idx]]
         with autocast(device, enabled=tc.bf16):
@@ -194,9 +199,12 @@ def train(args) -> int:
             logger.log(step, train_loss=float(loss), lr=engine.get_lr()[0])
             bar.set_postfix(loss=f"{float(loss):.4f}")
         out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
-        if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
+        if step % tc.ckpt_every == 0 or step == tc.steps or step == tc.stop_after or out_of_time:
             client = {"step": step, "rng": rng_state(), **({"ema": ema.state_dict()} if ema is not None else {})}
             engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
+            if tc.stop_after and step == tc.stop_after:
+                dist.barrier()
+                os._exit(17)  # simulated crash right after a checkpoint
         if out_of_time:
             log(f"stopping at step {step}: max_minutes {tc.max_minutes} reached (resume by rerunning)")
             break

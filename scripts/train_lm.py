@@ -21,7 +21,10 @@ are written to ``<run_dir>/synthetic_{train,eval}`` first. DeepSpeed checkpoints
 ``<run_dir>/ds_checkpoints`` (client state: step, epoch, batch position, RNG) and a rerun resumes
 from the latest one; the end of training writes ``<run_dir>/final`` in save_pretrained format.
 Mixed precision: bf16 autocast in the forward (fp32 master weights and optimizer state in the
-engine), which works on every DeepSpeed accelerator including CPU.
+engine), which works on every DeepSpeed accelerator including CPU. A non-finite loss on any rank
+skips that micro-batch on every rank (with ``grad_accum`` 1 the whole update: no optimizer or LR
+step) and is recorded as ``nonfinite_skipped`` in metrics.jsonl; 5 in a row stop the run with one
+``train_lm: error:`` line and exit code 2. ``train.inject_nonfinite_at`` forces such steps (drills).
 """
 from __future__ import annotations
 
@@ -84,6 +87,9 @@ class OptimConfig:
     seed: int = 0
     max_minutes: float = 0.0  # 0: no limit; else stop (after a checkpoint) when exceeded
     stop_after: int = 0  # testing: exit hard right after the checkpoint of this step (simulated kill)
+    # fault drills/tests: the loss of these steps (numbered 1.., as in metrics.jsonl) is made NaN, so
+    # the non-finite guard must skip them; never set it for real training
+    inject_nonfinite_at: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -168,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return train(args)
-    except (KinemaError, ValueError, FileNotFoundError) as e:
+    except (KinemaError, ValueError, FileNotFoundError, FloatingPointError) as e:  # FloatingPointError: diverged
         print(f"train_lm: error: {e}", file=sys.stderr)
         return 2
 
@@ -253,49 +259,62 @@ def train(args) -> int:
     my_batches = batches_for_rank(sampler, epoch, rank, world)
     t0, tokens, last = time.time(), 0, time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train_lm", disable=rank != 0)
-    while step < tc.steps:
-        loss_acc = 0.0
-        for _ in range(tc.grad_accum):
-            if pos >= len(my_batches):
-                epoch, pos = epoch + 1, 0
-                my_batches = batches_for_rank(sampler, epoch, rank, world)
-            batch = collate([train_ds[i] for i in my_batches[pos]], pad_id=vocab.pad)
-            pos += 1
-            loss, n = lm_loss(engine, batch, tc.bf16, device)
-            finite = torch.tensor([float(torch.isfinite(loss.detach()))])
-            if world > 1:
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() < 1:  # skip this micro-batch on every rank: it contributes zero gradient
-                guard.check(torch.tensor(float("nan")), None, step)
-                loss = sum(p.sum() * 0.0 for p in engine.module.parameters())
-            else:
-                guard.check(loss, None, step)
-            engine.backward(loss)
-            engine.step()
-            loss_acc += float(loss.detach()) / tc.grad_accum
-            tokens += n * world
-        step += 1
-        bar.update(1)
-        if step % tc.log_every == 0 or step == tc.steps:
-            dt = time.time() - last
-            logger.log(step, train_loss=loss_acc, lr=engine.get_lr()[0], tokens_per_s=tokens / max(dt, 1e-9))
-            bar.set_postfix(loss=f"{loss_acc:.3f}")
-            tokens, last = 0, time.time()
-        if eval_ds is not None and (step % tc.eval_every == 0 or step == tc.steps):
-            ev = evaluate(engine, eval_ds, cfg, rank, world, device)
-            logger.log(step, eval_loss=ev)
-            log(f"step {step}: eval loss {ev:.4f}")
-        out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
-        if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
-            client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state()}
-            engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
-            if tc.stop_after and step == tc.stop_after:
-                dist.barrier()
-                os._exit(17)  # simulated crash right after a checkpoint
-        if out_of_time:
-            log(f"stopping at step {step}: max_minutes {tc.max_minutes} reached (resume by rerunning)")
-            break
-    bar.close()
+    try:  # the bar ends its line before any error message
+        while step < tc.steps:
+            loss_sum, n_ok, n_skipped = 0.0, 0, 0
+            for _ in range(tc.grad_accum):
+                if pos >= len(my_batches):
+                    epoch, pos = epoch + 1, 0
+                    my_batches = batches_for_rank(sampler, epoch, rank, world)
+                batch = collate([train_ds[i] for i in my_batches[pos]], pad_id=vocab.pad)
+                pos += 1
+                loss, n = lm_loss(engine, batch, tc.bf16, device)
+                if step + 1 in tc.inject_nonfinite_at:
+                    loss = loss * float("nan")  # fault drill
+                finite = torch.tensor([float(torch.isfinite(loss.detach()))])
+                if world > 1:
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if finite.item() < 1:  # every rank skips this micro-batch; the guard stops a run that keeps diverging
+                    guard.check(torch.tensor(float("nan")), None, step + 1)
+                    n_skipped += 1
+                    if tc.grad_accum == 1:
+                        continue  # no backward, no optimizer or LR step: weights and optimizer state stay as they are
+                    # with accumulation the engine needs its micro-step: this one contributes a zero gradient
+                    loss = sum(p.sum() * 0.0 for p in engine.module.parameters())
+                else:
+                    guard.check(loss, None, step + 1)
+                    loss_sum, n_ok = loss_sum + float(loss.detach()), n_ok + 1
+                engine.backward(loss)
+                engine.step()
+                tokens += n * world
+            step += 1
+            bar.update(1)
+            record = {"nonfinite_skipped": n_skipped} if n_skipped else {}  # micro-batches skipped at this step
+            if step % tc.log_every == 0 or step == tc.steps:
+                dt = time.time() - last
+                record.update(lr=engine.get_lr()[0], tokens_per_s=tokens / max(dt, 1e-9))
+                if n_ok:
+                    record["train_loss"] = loss_sum / n_ok
+                    bar.set_postfix(loss=f"{record['train_loss']:.3f}")
+                tokens, last = 0, time.time()
+            if record:
+                logger.log(step, **record)
+            if eval_ds is not None and (step % tc.eval_every == 0 or step == tc.steps):
+                ev = evaluate(engine, eval_ds, cfg, rank, world, device)
+                logger.log(step, eval_loss=ev)
+                log(f"step {step}: eval loss {ev:.4f}")
+            out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
+            if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
+                client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state()}
+                engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
+                if tc.stop_after and step == tc.stop_after:
+                    dist.barrier()
+                    os._exit(17)  # simulated crash right after a checkpoint
+            if out_of_time:
+                log(f"stopping at step {step}: max_minutes {tc.max_minutes} reached (resume by rerunning)")
+                break
+    finally:
+        bar.close()
     if rank == 0:
         logger.plot()
     export_final(engine, mcfg, ckpt_dir, run / "final", ds_cfg, rank)

@@ -3,6 +3,7 @@ same final weights as an uninterrupted run; single-process run learns and export
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -98,3 +99,45 @@ def _has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def _single(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--config", str(TINY), "--deepspeed_config",
+            str(REPO / "configs/deepspeed/zero0.json"), f"run_dir={run_dir}", "train.log_every=1",
+            "train.eval_every=1000", *overrides]
+
+
+def _module(run_dir: Path, step: int) -> dict:
+    path = run_dir / "ds_checkpoints" / f"step_{step:08d}" / "mp_rank_00_model_states.pt"
+    return torch.load(path, map_location="cpu", weights_only=False)["module"]  # written by this test's run
+
+
+def test_injected_nan_step_is_skipped_and_logged(tmp_path):
+    """train.inject_nonfinite_at makes step 3's loss NaN: no update at that step, the run finishes."""
+    r = subprocess.run(_single(tmp_path, "train.steps=5", "train.ckpt_every=1", "train.inject_nonfinite_at=[3]"),
+                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "step 3: non-finite loss or gradient, step skipped" in r.stdout
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(x["step"], x["nonfinite_skipped"]) for x in recs if "nonfinite_skipped" in x] == [(3, 1)]
+    losses = {x["step"]: x["train_loss"] for x in recs if "train_loss" in x}
+    assert sorted(losses) == [1, 2, 4, 5] and all(map(math.isfinite, losses.values()))
+    w2, w3, w4 = _module(tmp_path, 2), _module(tmp_path, 3), _module(tmp_path, 4)
+    assert all(torch.equal(w2[k], w3[k]) for k in w2)  # the skipped step changed nothing
+    assert any(not torch.equal(w3[k], w4[k]) for k in w3)  # the next one trained again
+    final = load_file(str(tmp_path / "final" / "model.safetensors"))
+    assert all(bool(torch.isfinite(v).all()) for v in final.values())
+    assert any(not torch.equal(w2[k], final[k]) for k in final)
+
+
+def test_nan_steps_in_a_row_stop_with_one_line(tmp_path):
+    """Five non-finite steps in a row (the guard's limit) end the run: one error line, exit 2, no export."""
+    r = subprocess.run(_single(tmp_path, "train.steps=10", "train.ckpt_every=10",
+                               "train.inject_nonfinite_at=[2,3,4,5,6,7]"),
+                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if "train_lm: error:" in line]
+    assert errors == ["train_lm: error: 5 non-finite steps in a row at step 6; stopping. "
+                      "Resume from the last checkpoint with a lower learning rate."], r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "final").exists()

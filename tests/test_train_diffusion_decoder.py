@@ -1,0 +1,67 @@
+"""Diffusion decoder training: a run killed right after a checkpoint resumes from
+``<out>/checkpoints`` and ends with exactly the weights of an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from kinema.checkpoint import CheckpointManager
+from kinema.decode.diffusion_decoder import DiffusionDecoder, DiffusionDecoderConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "train_diffusion_decoder.py"
+
+
+def _cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--out", str(out), "--preset", "tiny", "--clips", "2", "--size", "16", "16",
+            "--frames", "5", "--batch", "2", "--steps", "4", "--ckpt-every", "2", "--log-every", "1", *extra]
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    a, b = tmp_path / "a", tmp_path / "b"
+    straight = subprocess.Popen(_cmd(b), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    try:
+        killed = subprocess.run(_cmd(a, "--stop-after", "2"), env=env, cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        assert killed.returncode == 17, killed.stdout[-3000:] + killed.stderr[-3000:]
+        assert (a / "checkpoints" / "step_00000002").is_dir() and not (a / "final").exists()
+        resumed = subprocess.run(_cmd(a), env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "resumed from" in resumed.stdout and "at step 2" in resumed.stdout, resumed.stdout[-3000:]
+        out, _ = straight.communicate(timeout=300)
+    finally:
+        if straight.poll() is None:
+            straight.kill()
+            straight.wait()
+    assert straight.returncode == 0, out[-3000:]
+
+    # shipped weights (EMA, bf16), then the fp32 weights, EMA and optimizer state of the last checkpoint
+    wa, wb = load_file(str(a / "final" / "model.safetensors")), load_file(str(b / "final" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=0, rtol=0, msg=k)
+    ca = CheckpointManager(a / "checkpoints").load_latest()
+    cb = CheckpointManager(b / "checkpoints").load_latest()
+    assert ca.step == cb.step == 4
+    for what in ("model", "ema"):
+        assert ca.modules[what].keys() == cb.modules[what].keys()
+        for k in ca.modules[what]:
+            torch.testing.assert_close(ca.modules[what][k], cb.modules[what][k], atol=0, rtol=0, msg=f"{what} {k}")
+    for sa, sb in zip(ca.state["opt"]["state"].values(), cb.state["opt"]["state"].values()):
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], atol=0, rtol=0, msg=f"optimizer {k}")
+
+    torch.manual_seed(0)  # the script's initialisation: training changed the weights
+    init = DiffusionDecoder(DiffusionDecoderConfig.preset("tiny")).state_dict()
+    assert any(not torch.equal(init[k], cb.modules["model"][k]) for k in init)
+    la = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in la] == [1, 2, 3, 4] and la == lb  # the log continues cleanly

@@ -1,0 +1,83 @@
+"""DeepSpeed DiT training on CPU: a single-process run killed right after a checkpoint resumes from
+``<run_dir>/ds_checkpoints`` and ends with exactly the weights of an uninterrupted run."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kinema.decode.dit_generator import DiTGenerator
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "train_dit.py"
+TINY = REPO / "configs" / "diffusion" / "dit_tiny.yaml"
+COMMON = ("data.clips=4", "data.size=[32,32]", "data.frames=9", "train.steps=4", "train.ckpt_every=2",
+          "train.log_every=1", "train.micro_batch_size=2")
+
+
+def _env() -> dict:
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def _cmd(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--config", str(TINY), "--deepspeed_config",
+            str(REPO / "configs/deepspeed/zero0.json"), f"run_dir={run_dir}", *COMMON, *overrides]
+
+
+def _ds_state(run_dir: Path, step: int) -> dict:
+    path = run_dir / "ds_checkpoints" / f"step_{step:08d}" / "mp_rank_00_model_states.pt"
+    return torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by this test
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed not installed")
+    a, b = tmp_path / "a", tmp_path / "b"
+    # the uninterrupted run goes in parallel with the one that is killed and resumed
+    straight = subprocess.Popen(_cmd(b), env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    try:
+        killed = subprocess.run(_cmd(a, "train.stop_after=2"), env=_env(), cwd=REPO, capture_output=True,
+                                text=True, timeout=600)
+        assert killed.returncode == 17, killed.stdout[-3000:] + killed.stderr[-3000:]
+        assert (a / "ds_checkpoints" / "step_00000002").is_dir()
+        assert not (a / "ds_checkpoints" / "step_00000004").exists() and not (a / "final").exists()
+        resumed = subprocess.run(_cmd(a), env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "resumed from" in resumed.stdout and "at step 2" in resumed.stdout, resumed.stdout[-3000:]
+        out, _ = straight.communicate(timeout=600)
+    finally:
+        if straight.poll() is None:
+            straight.kill()
+            straight.wait()
+    assert straight.returncode == 0, out[-3000:]
+
+    # shipped weights (EMA, bf16), then the fp32 training weights and EMA in the last checkpoint
+    wa, wb = load_file(str(a / "final" / "model.safetensors")), load_file(str(b / "final" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=0, rtol=0, msg=k)
+    sa, sb = _ds_state(a, 4), _ds_state(b, 4)
+    for what in ("module", "ema"):
+        assert sa[what].keys() == sb[what].keys()
+        for k in sa[what]:
+            torch.testing.assert_close(sa[what][k], sb[what][k], atol=0, rtol=0, msg=f"{what} {k}")
+
+    # training changed the weights: compare with the initialisation the script makes (seed 0)
+    torch.manual_seed(0)
+    init = DiTGenerator(DiTGenerator.from_pretrained(b / "final").cfg).state_dict()
+    assert any(not torch.equal(init[k], sb["module"][k]) for k in init)
+    la = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in la] == [1, 2, 3, 4]  # the log continues cleanly after the restart
+    assert [r.get("train_loss") for r in la] == [r.get("train_loss") for r in lb]
