@@ -81,3 +81,20 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     lb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in la] == [1, 2, 3, 4]  # the log continues cleanly after the restart
     assert [r.get("train_loss") for r in la] == [r.get("train_loss") for r in lb]
+
+
+def test_injected_nan_step_is_skipped(tmp_path):
+    """A NaN loss at step 2 (train.inject_nonfinite_at) changes nothing and is logged; the run finishes
+    with finite weights, and the next step trains again."""
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed not installed")
+    r = subprocess.run(_cmd(tmp_path, "train.ckpt_every=1", "train.inject_nonfinite_at=[2]"), env=_env(), cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs if "nonfinite_skipped" in x] == [2]
+    s1, s2, s3 = (_ds_state(tmp_path, k) for k in (1, 2, 3))
+    assert all(torch.equal(s1["module"][k], s2["module"][k]) for k in s1["module"])  # skipped: no update
+    assert any(not torch.equal(s2["module"][k], s3["module"][k]) for k in s2["module"])  # trains again
+    final = load_file(str(tmp_path / "final" / "model.safetensors"))
+    assert all(bool(torch.isfinite(v).all()) for v in final.values())
