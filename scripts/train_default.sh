@@ -2,21 +2,23 @@
 # The whole recipe of the embedded default model kinema-tiny (kinema/assets/kinema-tiny/), in order.
 # Each stage is resumable (re-run the script); stages whose output exists are skipped.
 #
-# Wall time of each stage as measured here (shared 2-core CPU, ~7 jobs at once, load avg ~10):
-#   1. synthetic data, 1500 train + 100 eval clips (17 frames @ 8 fps, 128x128, sound) ...... ~7 min
+# Wall time of each stage as measured for the shipped weights (2-core CPU, no GPU):
+#   1. synthetic data, 1500 train + 100 eval clips (17 frames @ 8 fps, 128x128, sound) ...... ~7 min (loaded CPU)
 #   2. text tokenizer (sentencepiece on synthetic + template captions) ........................ ~1 min
-#   3. audio codec (configs/audio_codec/small.yaml, 1756 steps; its engineer's run) .......... ~30 min
-#   4. video tokenizer (configs/video_tokenizer/small.yaml, run small2, 1000 steps EMA) ....... ~25 min
-#   5. token extraction (128x128, 2 audio RVQ levels = 1 kbps), 2 workers, 2-4 s/clip ........ ~7 min
-#      (the shipped LM saw the first 115 training clips only: the CPU budget ran out)
-#   6. LM (configs/lm/kinema_tiny.yaml: dim 192, 3 layers, 2.9 s/step; DeepSpeed ZeRO-1,
-#      2 CPU ranks, micro-batch 2 each) ...................................................... 15 min cap
-#   7. export bf16 weights to kinema/assets/kinema-tiny/lm
-# No GPU was available for these runs.
+#   3. audio codec (configs/audio_codec/small.yaml: 3960 steps, adversarial from 2600) ........ ~70 min, 1 thread
+#   4. video tokenizer (configs/video_tokenizer/small.yaml: 4000 steps, GAN from 3000, EMA) ... ~60 min on the
+#      loaded CPU (3.2 steps/s on 1 thread when the machine is quiet: ~21 min)
+#   5. token extraction of all 1500 train + 16 eval clips (128x128, 2 audio RVQ levels = 1 kbps),
+#      2 workers .............................................................................. ~6.5 min
+#   6. LM (configs/lm/kinema_tiny.yaml: dim 192, 3 layers, 3000 steps; DeepSpeed ZeRO-1,
+#      2 CPU ranks, micro-batch 2 each, ~0.65 s/step) ........................................ ~33 min
+#   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~15 min
+#   8. export bf16 weights into kinema/assets/kinema-tiny/
+# No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DS_ACCELERATOR=cpu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-LM_CLIPS=${LM_CLIPS:-115}
+LM_CLIPS=${LM_CLIPS:-1500}
 EVAL_CLIPS=${EVAL_CLIPS:-16}
 stage() { echo "== $1 ($(date -u +%H:%M:%S))"; }
 
@@ -28,10 +30,10 @@ if [ "${RETRAIN_TOKENIZERS:-0}" = 1 ]; then
   stage "2. text tokenizer"
   python scripts/train_text_tokenizer.py --synthetic 5000 --template-captions 5000
   stage "3. audio codec"
-  python scripts/train_audio_codec.py --config configs/audio_codec/small.yaml
+  python scripts/train_audio_codec.py configs/audio_codec/small.yaml
   stage "4. video tokenizer"
-  python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small.yaml
-  echo "export the audio codec / video tokenizer runs into kinema/assets/kinema-tiny/ (see their READMEs) before stage 5"
+  python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small.yaml \
+    --export kinema/assets/kinema-tiny/video_tokenizer
 fi
 
 stage "5. token extraction"
@@ -44,7 +46,10 @@ stage "6. LM"
 deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny.yaml \
   --deepspeed_config configs/deepspeed/zero1.json
 
-stage "7. export"
+stage "7. DiT"
+[ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
+
+stage "8. export"
 python - <<'EOF'
 import torch
 from kinema.lm.model import KinemaLM
@@ -52,4 +57,5 @@ lm = KinemaLM.from_pretrained("runs/lm_kinema_tiny/final")
 lm.save_pretrained("kinema/assets/kinema-tiny/lm", dtype=torch.bfloat16)
 print("wrote kinema/assets/kinema-tiny/lm")
 EOF
+rm -rf kinema/assets/kinema-tiny/dit && cp -r runs/dit_small128/final kinema/assets/kinema-tiny/dit
 stage "done"
