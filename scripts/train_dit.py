@@ -15,7 +15,6 @@ checkpoints in ``<run_dir>/ds_checkpoints`` (a rerun resumes); the end writes ``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinema.checkpoint import load_tensors, rng_state, save_tensors, set_rng_state  # noqa: E402
 from kinema.config import load_config, save_config  # noqa: E402
 from kinema.decode.dit_generator import DiTGenerator, DiTGeneratorConfig  # noqa: E402
+from kinema.distributed import all_finite, deepspeed_config, init_distributed  # noqa: E402
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
 from kinema.training import EMA, MetricsLogger, NonFiniteGuard, autocast, cosine_lr  # noqa: E402
 
@@ -123,22 +123,8 @@ def train(args) -> int:
 
     cfg = load_config(DiTTrainConfig, args.config, args.overrides)
     tc, run = cfg.train, Path(cfg.run_dir)
-    ds_cfg = json.loads(Path(args.deepspeed_config).read_text())
-    ds_cfg.update(train_micro_batch_size_per_gpu=tc.micro_batch_size, gradient_accumulation_steps=1,
-                  gradient_clipping=tc.grad_clip, steps_per_print=10**9, zero_allow_untested_optimizer=True)
-    ds_cfg.pop("train_batch_size", None)
-    cpu = deepspeed.accelerator.get_accelerator().device_name() == "cpu"
-    if "RANK" not in os.environ:  # plain `python scripts/train_dit.py`: a world of one
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cpu") if cpu else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    ds_cfg = deepspeed_config(args.deepspeed_config, tc.micro_batch_size, 1, tc.grad_clip)
+    rank, world, device = init_distributed()
     log = print if rank == 0 else (lambda *a, **k: None)
 
     run.mkdir(parents=True, exist_ok=True)
@@ -192,10 +178,7 @@ def train(args) -> int:
             loss = engine.module.loss(z[idx].to(device), ids, g)  # (ZeRO hooks sit on the submodules)
         if step + 1 in tc.inject_nonfinite_at:
             loss = loss * float("nan")  # fault drill
-        finite = torch.tensor([float(torch.isfinite(loss.detach()))])
-        if world > 1:  # all ranks must agree, or their collectives fall out of step
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        skipped = finite.item() < 1
+        skipped = not all_finite(loss, world)
         if skipped:  # no backward, no optimizer or LR step; the guard stops a run that keeps diverging
             guard.check(torch.tensor(float("nan")), None, step + 1)
         else:

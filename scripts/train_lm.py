@@ -29,7 +29,6 @@ step) and is recorded as ``nonfinite_skipped`` in metrics.jsonl; 5 in a row stop
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -47,6 +46,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinema.checkpoint import rng_state, set_rng_state  # noqa: E402
 from kinema.config import from_dict, load_config, save_config, to_dict  # noqa: E402
+from kinema.distributed import all_finite, deepspeed_config, init_distributed  # noqa: E402
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
 from kinema.lm.model import KinemaLM, LMConfig  # noqa: E402
 from kinema.lm.shards import Record, ShardWriter, TokenShards  # noqa: E402
@@ -186,25 +186,8 @@ def train(args) -> int:
     cfg = load_config(LMTrainConfig, args.config, args.overrides)
     tc = cfg.train
     run = Path(cfg.run_dir)
-    ds_cfg = json.loads(Path(args.deepspeed_config).read_text())
-    ds_cfg.update(train_micro_batch_size_per_gpu=tc.micro_batch_size, gradient_accumulation_steps=tc.grad_accum,
-                  gradient_clipping=tc.grad_clip, steps_per_print=10**9)
-    ds_cfg.pop("train_batch_size", None)
-    ds_cfg["zero_allow_untested_optimizer"] = True
-    cpu = deepspeed.accelerator.get_accelerator().device_name() == "cpu"
-    if "RANK" not in os.environ:  # plain `python scripts/train_lm.py`: a world of one
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    device = torch.device("cpu") if cpu else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if not cpu:
-        torch.cuda.set_device(device)
+    ds_cfg = deepspeed_config(args.deepspeed_config, tc.micro_batch_size, tc.grad_accum, tc.grad_clip)
+    rank, world, device = init_distributed()
     log = print if rank == 0 else (lambda *a, **k: None)
 
     # data (rank 0 writes synthetic shards, the others wait)
@@ -271,10 +254,7 @@ def train(args) -> int:
                 loss, n = lm_loss(engine, batch, tc.bf16, device)
                 if step + 1 in tc.inject_nonfinite_at:
                     loss = loss * float("nan")  # fault drill
-                finite = torch.tensor([float(torch.isfinite(loss.detach()))])
-                if world > 1:
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                if finite.item() < 1:  # every rank skips this micro-batch; the guard stops a run that keeps diverging
+                if not all_finite(loss, world):  # every rank skips this micro-batch; the guard stops a run that keeps diverging
                     guard.check(torch.tensor(float("nan")), None, step + 1)
                     n_skipped += 1
                     if tc.grad_accum == 1:
