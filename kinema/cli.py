@@ -84,6 +84,8 @@ def _gen_options(p, seconds: float | None) -> None:
     p.add_argument("--fps", type=float, default=None)
     p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT")
     p.add_argument("--no-audio", action="store_true", help="video only")
+    p.add_argument("--refine", action="store_true",
+                   help="pass decoded frames through the diffusion decoder head (needs one in the model)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -96,7 +98,8 @@ def _pipeline(args):
 def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
-               with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True, **kw)
+               with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
+               refine=getattr(args, "refine", False), **kw)
     path = out.save(args.output)
     sound = f", sound {out.sample_rate} Hz" if out.audio is not None else ""
     print(f"{path}: {out.video.shape[0]} frames at {out.fps:g} fps ({out.duration:.2f} s), "
@@ -176,6 +179,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--out", default="runs/eval", help="report directory")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")
+    p.add_argument("--refine", action="store_true", help="judge frames refined by the diffusion decoder head")
 
 
 def _run_eval(args) -> int:
@@ -191,7 +196,7 @@ def _run_eval(args) -> int:
             exclude = {_json.loads(line)["caption"] for line in f if line.strip()}
     pipe = _pipeline(args)
     gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
-                                             top_k=args.top_k)
+                                             top_k=args.top_k, backend=args.backend, refine=args.refine)
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt)
     print(_json.dumps(summary))
     return 0

@@ -16,6 +16,9 @@ Documented behaviour:
   resampled by nearest frame. A clip shorter than the conditioning window (~1 s) conditions on what
   it has (at least its last frame).
 - ``seconds`` above ``MAX_SECONDS`` (600) or frames above ``MAX_PIXELS`` raise ResourceError.
+- ``refine=True`` passes each window's decoded frames through the diffusion decoder head
+  (``PipelineConfig.refine_steps`` steps, anchored on the previous window's last refined frame) for
+  t2v, i2v, continue and bridge; the other tasks decode plainly.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """
@@ -64,6 +67,7 @@ class PipelineConfig:
     window_latents: int = 5  # latents per LM window (condition + new)
     cond_latents: int = 2  # latents carried into the next window (~1 s at 8 fps, 4x temporal)
     dit_steps: int = 8  # Euler steps per window with backend="dit"
+    refine_steps: int = 1  # diffusion decoder head steps with refine=True (1 = its posterior mean, best PSNR)
     decode_context: int = 8  # past latents re-decoded before each new window (bounded: flat cost). With the
     # embedded tokenizer (8 s of Megamind.avi, 64x64) 8 is at most 1/255 off a whole-video decode; 4: up to 18/255
     guidance_scale: float = 1.0
@@ -123,12 +127,16 @@ class Pipeline:
         ac = AudioCodec.from_pretrained(root / "audio_codec").to(device) if (root / "audio_codec" / "config.json").is_file() else None
         tt = TextTokenizer.from_pretrained(root / "text_tokenizer")
         lm = KinemaLM.from_pretrained(root / "lm", device=device)
-        dit = None
+        dit = dd = None
         if (root / "dit" / "config.json").is_file():
             from kinema.decode.dit_generator import DiTGenerator
 
             dit = DiTGenerator.from_pretrained(root / "dit").to(device)
-        return cls(vt, ac, tt, lm, config=cfg, dit=dit)
+        if (root / "diffusion_decoder" / "config.json").is_file():
+            from kinema.decode.diffusion_decoder import DiffusionDecoder
+
+            dd = DiffusionDecoder.from_pretrained(root / "diffusion_decoder").to(device)
+        return cls(vt, ac, tt, lm, config=cfg, dit=dit, diffusion_decoder=dd)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         root = Path(directory)
@@ -138,6 +146,10 @@ class Pipeline:
             self.ac.save_pretrained(root / "audio_codec")
         self.tt.save_pretrained(root / "text_tokenizer")
         self.lm.save_pretrained(root / "lm")
+        if self.dit is not None:
+            self.dit.save_pretrained(root / "dit")
+        if self.diffusion_decoder is not None:
+            self.diffusion_decoder.save_pretrained(root / "diffusion_decoder")
         atomic_write_text(root / CONFIG_NAME, json.dumps(to_dict(self.config), indent=2))
         return root
 
@@ -160,6 +172,9 @@ class Pipeline:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
+        if refine and self.diffusion_decoder.cfg.upsample != 1:
+            raise ValueError("refine=True needs a diffusion decoder with upsample=1 (output frames keep the call's size)")
+        self._refine, self._prev_refined = bool(refine), None
         self._backend = backend
         c = self.config
         t = resolve_task(task, prompt, image, video, video_after, audio, seconds)
@@ -252,6 +267,17 @@ class Pipeline:
     def _decode_video(self, codes: torch.Tensor) -> torch.Tensor:  # (1, t, h, w) -> (1, 3, T, H, W)
         return self.vt.decode(codes.to(self.vt.bit_weights.device)).float().cpu()
 
+    def _new_frames(self, stream: LatentStream) -> torch.Tensor:
+        """uint8 (T, H, W, 3) frames of the stream's new latents; with ``refine=True`` the diffusion
+        decoder head refines them, anchored on the previous window's last refined frame."""
+        x = stream.decode_new()  # (3, T, H, W) in [-1, 1]
+        if self._refine:
+            dd = self.diffusion_decoder
+            x = dd.refine(None, x[None].float().to(next(dd.parameters()).device), steps=self.config.refine_steps,
+                          generator=self._opts["generator"], prev_frame=self._prev_refined)[0].cpu()
+            self._prev_refined = x[None, :, -1]
+        return to_uint8(x)
+
     def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> codes (t, h, w); T padded to 1 + 4k by repeating the last frame."""
         x = pad_frames(to_model(frames)).to(self.vt.bit_weights.device)
@@ -328,8 +354,7 @@ class Pipeline:
                     codes = self._lm("continue", video_grid=(win.num_new, h, w),
                                      cond_video_codes=stream.span(*win.cond))["video_codes"]
                 stream.append(codes)
-                frames = to_uint8(stream.decode_new())  # (T, H, W, 3)
-                frames = frames[: n_frames - made]
+                frames = self._new_frames(stream)[: n_frames - made]  # (T, H, W, 3)
                 self._starts.append(head + made)
                 pieces.append(frames)
                 made += frames.shape[0]
@@ -429,7 +454,7 @@ class Pipeline:
                 codes = self._lm("continue", video_grid=(win.num_new, h, w), **cond)
             codes = codes["video_codes"]
             stream.append(codes)
-            frames = to_uint8(stream.decode_new())[: n_frames - made]
+            frames = self._new_frames(stream)[: n_frames - made]
             self._starts.append(Ta + made)
             made += frames.shape[0]
             pieces.append(frames)

@@ -97,6 +97,7 @@ class LMTrainConfig:
     run_dir: str = "runs/lm"
     preset: str = "tiny"
     model: dict = field(default_factory=dict)  # LMConfig overrides on top of the preset
+    init_from: str = ""  # start from these weights (save_pretrained dir, same dims and vocab); a resume wins
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
 
@@ -214,6 +215,13 @@ def train(args) -> int:
     except TypeError as e:
         raise ConfigError(f"model: {e}") from None
     model = KinemaLM(mcfg)
+    if cfg.init_from:  # a fine-tune (e.g. after the video tokenizer was retrained); checkpoints still win below
+        init = KinemaLM.from_pretrained(cfg.init_from)
+        if (init.cfg.vocab_size, init.cfg.num_params()) != (mcfg.vocab_size, mcfg.num_params()):
+            raise ConfigError(f"init_from {cfg.init_from}: vocab {init.cfg.vocab_size} / {init.cfg.num_params()} params "
+                              f"do not match this run's {mcfg.vocab_size} / {mcfg.num_params()}")
+        model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
+        log(f"initialised from {cfg.init_from}")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

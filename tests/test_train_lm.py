@@ -86,6 +86,16 @@ def test_single_process_learns_and_exports(tmp_path):
     assert (tmp_path / "loss_curve.png").is_file()
     model = KinemaLM.from_pretrained(tmp_path / "final")
     assert model.cfg.vocab["size"] == model.cfg.vocab_size
+    # init_from: a fine-tune starts where the exported weights are, not from scratch
+    r = subprocess.run([sys.executable, str(SCRIPT), "--config", str(TINY), f"run_dir={tmp_path / 'ft'}",
+                        f"init_from={tmp_path / 'final'}", "train.steps=2", "train.eval_every=2",
+                        "train.ckpt_every=2", "train.log_every=1",
+                        "--deepspeed_config", str(REPO / "configs/deepspeed/zero0.json")],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    ft = [json.loads(x)["train_loss"] for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
+          if "train_loss" in x]
+    assert ft[0] < losses[0] - 0.5, (ft, losses)
 
 
 def test_bad_config_is_one_clear_line(tmp_path):

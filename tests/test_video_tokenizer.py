@@ -139,3 +139,52 @@ def test_embedded_default_contract_and_quality():
     assert codes.shape == (4, 5, 16, 16) and torch.equal(codes, vt.encode(x))
     flat = x.mean(dim=(2, 3, 4), keepdim=True).expand_as(x)
     assert psnr(x, vt.decode(codes)) > psnr(x, flat) + 1.5
+
+
+def test_decoder_only_finetune_keeps_codes_and_improves_the_decoder(tmp_path):
+    """init_from + train_decoder_only: the encoder (so every code) is untouched, the decoder learns."""
+    from kinema.tokenizers.video_trainer import train
+
+    base = VideoTokenizer(VideoTokenizerConfig.preset("tiny"))
+    base.save_pretrained(tmp_path / "base")
+    cfg = VideoTrainConfig(model=VideoTokenizerConfig.preset("tiny"), run_dir=str(tmp_path / "ft"), steps=30,
+                           batch_size=2, crop=16, num_frames=5, synthetic_clips=2, real_dirs=[], size=16,
+                           checkpoint_every=100, sample_every=100, disc_start=1000, warmup=1, lr=3e-3, ema_decay=0.0,
+                           threads=1, init_from=str(tmp_path / "base"), train_decoder_only=True, object_weight=4.0)
+    tuned = train(cfg, progress=False)
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    assert torch.equal(base.encode(x), tuned.encode(x))
+    for (k, a), b in zip(base.encoder.state_dict().items(), tuned.encoder.state_dict().values()):
+        assert torch.equal(a, b), k
+    from kinema.tokenizers.video_trainer import build_pool, sample_batch
+
+    xs = sample_batch(build_pool(cfg), cfg, torch.Generator().manual_seed(1), image=False)
+    err = lambda m: float((m.decode(m.encode(xs)) - xs).abs().mean())  # noqa: E731
+    assert err(tuned) < 0.8 * err(base), (err(base), err(tuned))
+
+
+def test_decoder_only_finetune_refuses_a_mismatched_or_missing_init(tmp_path):
+    from kinema.errors import ConfigError
+    from kinema.tokenizers.video_trainer import train
+
+    with pytest.raises(ConfigError, match="init_from"):
+        train(VideoTrainConfig(model=VideoTokenizerConfig.preset("tiny"), run_dir=str(tmp_path / "a"),
+                               train_decoder_only=True, steps=1), progress=False)
+    VideoTokenizer(VideoTokenizerConfig.preset("tiny")).save_pretrained(tmp_path / "base")
+    other = VideoTokenizerConfig.preset("tiny")
+    other.codebook_bits += 1
+    with pytest.raises(ConfigError, match="model config"):
+        train(VideoTrainConfig(model=other, run_dir=str(tmp_path / "b"), init_from=str(tmp_path / "base"), steps=1),
+              progress=False)
+
+
+def test_object_weighted_loss_counts_small_objects():
+    from kinema.tokenizers.video_trainer import reconstruction_loss
+
+    x = torch.full((1, 3, 1, 16, 16), -1.0)
+    x[..., 2:4, 2:4] = 1.0  # a small bright object on a dark background
+    missed = x.clone()
+    missed[..., 2:4, 2:4] = -1.0  # the object dropped
+    plain, weighted = reconstruction_loss(missed, x, 1.0, 0.0), reconstruction_loss(missed, x, 1.0, 4.0)
+    assert weighted > 3 * plain  # the object's pixels weigh 5x
+    assert reconstruction_loss(x, x, 1.0, 4.0) == 0

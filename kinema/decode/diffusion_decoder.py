@@ -6,7 +6,11 @@ condition, and the flow generates the residual ``x - up(x_detok)`` (scaled by ``
 a few Euler steps (:mod:`kinema.decode.flow`). The network is the DiT backbone
 (:mod:`kinema.decode.dit`, arXiv 2212.09748) over spacetime patches of
 ``[noisy residual, up(x_detok), anchor frame, anchor flag]``, so every frame attends to its
-neighbours (temporal consistency within a window). Across continuation windows, ``prev_frame`` (the
+neighbours (temporal consistency within a window). A residual is mostly edges, finer than a patch, so
+full-resolution 3x3 convolutions sit before and after the transformer (the trick U-ViT, Bao et al.
+arXiv 2209.12152, uses after unpatchify): the DiT brings spacetime context at patch level, the
+convolutions put it back on the exact pixels. Because the network predicts the clean residual, one
+step from t = 1 is its posterior-mean estimate (best PSNR); more steps sample detail. Across continuation windows, ``prev_frame`` (the
 previous window's last refined frame) is given as the anchor; training shows the true frame before
 the clip half of the time.
 
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 
 from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained
 from kinema.decode import flow
-from kinema.decode.dit import DiT, DiTConfig
+from kinema.decode.dit import DiT, DiTConfig, timestep_embedding
 from kinema.paths import default_component_dir
 
 KIND = "diffusion_decoder"
@@ -41,15 +45,36 @@ class DiffusionDecoderConfig:
     residual_scale: float = 0.3  # residuals are divided by this so the flow sees ~unit variance
     anchor_drop: float = 0.5  # training: probability of hiding the anchor frame
     shift: float = 1.0  # sampler timestep shift
+    pixel_channels: int = 32  # width of the full-resolution convolutions around the DiT
 
     @staticmethod
     def preset(name: str) -> "DiffusionDecoderConfig":
-        presets = {"tiny": DiffusionDecoderConfig(dim=32, depth=2, heads=4, patch=(1, 4, 4)),
+        presets = {"tiny": DiffusionDecoderConfig(dim=32, depth=2, heads=4, patch=(1, 4, 4), pixel_channels=8),
                    "small": DiffusionDecoderConfig(),
                    "small2x": DiffusionDecoderConfig(upsample=2, patch=(1, 16, 16))}
         if name not in presets:
             raise ValueError(f"unknown diffusion decoder preset {name!r}; choose from {', '.join(presets)}")
         return presets[name]
+
+
+class FrameResBlock(nn.Module):
+    """Per-frame residual block of two 3x3 convolutions, FiLM-conditioned on the flow time."""
+
+    def __init__(self, ch: int, cond_dim: int):
+        super().__init__()
+        groups = 8 if ch % 8 == 0 else 1
+        self.norm1, self.conv1 = nn.GroupNorm(groups, ch), nn.Conv2d(ch, ch, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 2 * ch)
+        self.norm2, self.conv2 = nn.GroupNorm(groups, ch), nn.Conv2d(ch, ch, 3, padding=1)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """h (N, ch, H, W), c (N, cond_dim)."""
+        y = self.conv1(F.silu(self.norm1(h)))
+        scale, shift = self.film(c)[:, :, None, None].chunk(2, dim=1)
+        y = y * (1 + scale) + shift
+        return h + self.conv2(F.silu(self.norm2(y)))
 
 
 class DiffusionDecoder(nn.Module):
@@ -61,8 +86,17 @@ class DiffusionDecoder(nn.Module):
         if cfg.upsample not in (1, 2):
             raise ValueError(f"upsample must be 1 or 2, got {cfg.upsample}")
         self.cfg = cfg
-        self.net = DiT(DiTConfig(in_channels=self.IN_CHANNELS, out_channels=3, patch=tuple(cfg.patch), dim=cfg.dim,
+        C = cfg.pixel_channels
+        self.net = DiT(DiTConfig(in_channels=self.IN_CHANNELS, out_channels=C, patch=tuple(cfg.patch), dim=cfg.dim,
                                  depth=cfg.depth, heads=cfg.heads, cond_dim=cfg.dim))
+        self.t_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.stem = nn.Conv2d(self.IN_CHANNELS, C, 3, padding=1)
+        self.pre = FrameResBlock(C, cfg.dim)
+        self.merge = nn.Conv2d(2 * C, C, 1)
+        self.post = FrameResBlock(C, cfg.dim)
+        self.out = nn.Conv2d(C, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)  # an untrained head returns the plain detokenisation
+        nn.init.zeros_(self.out.bias)
 
     # ------------------------------------------------------------------ conditioning
     def _check(self, x_detok: torch.Tensor, prev_frame: torch.Tensor | None) -> None:
@@ -94,6 +128,17 @@ class DiffusionDecoder(nn.Module):
             anchor = torch.cat([pf, torch.ones_like(pf[:, :1])], dim=1)
         return torch.cat([up, anchor], dim=1)
 
+    def predict_clean(self, r_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Clean scaled residual r0_hat (B, 3, T, H', W') from the noisy one at flow times t (B,)."""
+        inp = torch.cat([r_t, cond], dim=1)  # (B, 10, T, H', W')
+        B, _, T, H, W = inp.shape
+        c = self.t_mlp(timestep_embedding(t, self.cfg.dim).to(inp.dtype)).repeat_interleave(T, 0)  # (B*T, dim)
+        frames = inp.transpose(1, 2).flatten(0, 1)  # (B*T, 10, H', W')
+        local = self.pre(self.stem(frames), c)
+        context = self.net.forward_batch(inp, t).transpose(1, 2).flatten(0, 1)  # (B*T, C, H', W')
+        h = self.post(self.merge(torch.cat([local, context], dim=1)), c)
+        return self.out(F.silu(h)).view(B, T, 3, H, W).transpose(1, 2)
+
     def velocity(self, r_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Velocity for the scaled residual r_t (B, 3, T, H', W').
 
@@ -101,27 +146,25 @@ class DiffusionDecoder(nn.Module):
         2511.13720: with wide patches a narrow transformer cannot carry the noise through, so it
         should not have to); the velocity follows as (r_t - r0_hat) / t, t clamped at 0.05.
         """
-        r0_hat = self.net.forward_batch(torch.cat([r_t, cond], dim=1), t)
+        r0_hat = self.predict_clean(r_t, t, cond)
         return (r_t - r0_hat) / flow._bcast(t.clamp_min(0.05), r_t)
 
     # ------------------------------------------------------------------ training
     def loss(self, x: torch.Tensor, x_detok: torch.Tensor, prev_frame: torch.Tensor | None,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Rectified-flow loss on the residual; x (B, 3, T, H*u, W*u) original, x_detok (B, 3, T, H, W)."""
-        if prev_frame is not None and self.training and self.cfg.anchor_drop > 0:
-            keep = torch.rand(x.shape[0], generator=generator) >= self.cfg.anchor_drop
-            if not bool(keep.any()):
-                prev_frame = None
-            else:
-                cond_with = self.condition(x_detok, prev_frame)
-                cond_without = self.condition(x_detok, None)
-                k = keep.view(-1, 1, 1, 1, 1).to(x.device)
-                cond = torch.where(k, cond_with, cond_without)
-                r0 = (x - cond[:, :3]) / self.cfg.residual_scale
-                return flow.flow_loss(lambda r, t: self.velocity(r, t, cond), r0, generator)
+        """Rectified-flow (x-prediction) loss on the scaled residual; x (B, 3, T, H*u, W*u) original, x_detok (B, 3, T, H, W)."""
         cond = self.condition(x_detok, prev_frame)
+        if prev_frame is not None and self.training and self.cfg.anchor_drop > 0:
+            drop = torch.rand(x.shape[0], generator=generator) < self.cfg.anchor_drop
+            cond = torch.where(drop.view(-1, 1, 1, 1, 1).to(x.device), self.condition(x_detok, None), cond)
         r0 = (x - cond[:, :3]) / self.cfg.residual_scale
-        return flow.flow_loss(lambda r, t: self.velocity(r, t, cond), r0, generator)
+        # x-prediction loss: the velocity loss reweighted by t^2 (v - v_true = (r0 - r0_hat) / t), so
+        # every time counts like the one-step read-out at t = 1, and PSNR is what it optimises; times
+        # are uniform so t near 1 is trained as often as the rest
+        t = flow.sample_t(x.shape[0], generator, logit_normal=False, device=x.device)
+        noise = torch.randn(r0.shape, generator=generator, dtype=r0.dtype).to(x.device)
+        r0_hat = self.predict_clean(flow.interpolate(r0, noise, t), t, cond)
+        return F.mse_loss(r0_hat.float(), r0.float())
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

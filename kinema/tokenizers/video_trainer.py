@@ -5,6 +5,9 @@ held in memory (synthetic-world clips rendered once plus windows of real footage
 step draws random crops, and images as one-frame clips (joint image + video training, as in
 MAGVIT-v2/VideoPoet). Resumable: a killed run restarts from the last complete checkpoint with the
 same RNG state. Writes metrics.jsonl, loss_curve.png and original|reconstruction sample mp4s.
+
+``init_from`` + ``train_decoder_only`` fine-tune only the decoder of a trained tokenizer: its codes
+do not change, so models trained on them (the LM, the DiT) keep working with the better decoder.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from kinema.checkpoint import CheckpointManager, rng_state, set_rng_state
+from kinema.config import to_dict
+from kinema.errors import ConfigError
 from kinema.tokenizers.video import VideoTokenizer, VideoTokenizerConfig
 from kinema.tokenizers.video_discriminator import Discriminator3d, LeCAM, d_hinge_loss, g_hinge_loss
 from kinema.training import EMA, MetricsLogger, NonFiniteGuard, autocast, cosine_lr, set_lr
@@ -42,6 +47,10 @@ class VideoTrainConfig:
     disc_weight: float = 0.1
     lecam_weight: float = 0.001
     l2_weight: float = 1.0
+    object_weight: float = 0.0  # extra loss weight on pixels that stand out from the clip's median colour
+    init_from: str = ""  # start from these weights (a save_pretrained directory with the same model config)
+    train_decoder_only: bool = False  # freeze encoder + quantizer: codes stay those of init_from, so an LM
+    # or DiT trained on them stays valid while the decoder improves
     ema_decay: float = 0.995
     synthetic_clips: int = 300
     real_dirs: list[str] = field(default_factory=list)
@@ -102,6 +111,19 @@ def sample_batch(pool: torch.Tensor, cfg: VideoTrainConfig, gen: torch.Generator
     return torch.stack(out).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
 
 
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, l2_weight: float, object_weight: float) -> torch.Tensor:
+    """L1 + l2_weight * L2, per pixel weighted by 1 + object_weight on pixels whose colour is more than
+    0.1 from the clip's median (per channel): small objects on a plain background would otherwise
+    hardly register in a mean over the frame. x, x_hat (B, 3, T, H, W) in [-1, 1]."""
+    err = (x_hat - x).abs() + l2_weight * (x_hat - x) ** 2
+    if object_weight <= 0:
+        return err.mean()
+    med = x.flatten(2).median(dim=2).values[:, :, None, None, None]  # (B, 3, 1, 1, 1)
+    fg = ((x - med).abs().amax(dim=1, keepdim=True) > 0.1).float()  # (B, 1, T, H, W)
+    w = 1 + object_weight * fg
+    return (err * w).sum() / (w.sum() * 3)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = F.mse_loss(a.float(), b.float()).item()
     return 10 * math.log10(4.0 / max(mse, 1e-10))  # signals in [-1, 1]: peak-to-peak 2
@@ -121,8 +143,20 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
     torch.manual_seed(cfg.seed)
     run = Path(cfg.run_dir)
     model = VideoTokenizer(cfg.model)
+    if cfg.init_from:
+        init = VideoTokenizer.from_pretrained(cfg.init_from)
+        if to_dict(init.cfg) != to_dict(cfg.model):
+            raise ConfigError(f"init_from {cfg.init_from} has model config {to_dict(init.cfg)}, not {to_dict(cfg.model)}")
+        model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
+    if cfg.train_decoder_only and not cfg.init_from:
+        raise ConfigError("train_decoder_only needs init_from (the encoder whose codes the decoder learns to read)")
+    trained = model.decoder if cfg.train_decoder_only else model
+    for p in model.parameters():
+        p.requires_grad_(not cfg.train_decoder_only)
+    for p in trained.parameters():
+        p.requires_grad_(True)
     disc = Discriminator3d(base=16)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99))
     ema = EMA(model, cfg.ema_decay)
     lecam = LeCAM()
@@ -156,9 +190,14 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
         x = sample_batch(pool, cfg, gen, bool(image))
         use_gan = step >= cfg.disc_start and not image
         with autocast("cpu"):
-            x_hat, _, aux = model(x)
+            if cfg.train_decoder_only:
+                with torch.no_grad():
+                    q = model.codes_to_latents(model.latents_to_codes(model.encoder(x)))
+                x_hat, aux = model.decoder(q), torch.zeros(())
+            else:
+                x_hat, _, aux = model(x)
             x_hat = x_hat.float()
-            rec = (x_hat - x).abs().mean() + cfg.l2_weight * F.mse_loss(x_hat, x)
+            rec = reconstruction_loss(x_hat, x, cfg.l2_weight, cfg.object_weight)
             loss = rec + aux
             g_loss = torch.zeros(())
             if use_gan:
@@ -166,8 +205,8 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
                 loss = loss + cfg.disc_weight * g_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if guard.check(loss, model.parameters(), step):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if guard.check(loss, trained.parameters(), step):
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
             opt.step()
             ema.update(model)
         d_loss = torch.zeros(())
