@@ -84,8 +84,8 @@ def _gen_options(p, seconds: float | None) -> None:
     p.add_argument("--fps", type=float, default=None)
     p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT")
     p.add_argument("--no-audio", action="store_true", help="video only")
-    p.add_argument("--refine", action="store_true",
-                   help="pass decoded frames through the diffusion decoder head (needs one in the model)")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="pass decoded frames through the diffusion decoder head (default: the model's pipeline.json)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -99,7 +99,7 @@ def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
-               refine=getattr(args, "refine", False), **kw)
+               refine=getattr(args, "refine", None), **kw)
     path = out.save(args.output)
     sound = f", sound {out.sample_rate} Hz" if out.audio is not None else ""
     print(f"{path}: {out.video.shape[0]} frames at {out.fps:g} fps ({out.duration:.2f} s), "
@@ -180,7 +180,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")
-    p.add_argument("--refine", action="store_true", help="judge frames refined by the diffusion decoder head")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
+                   help="judge frames refined by the diffusion decoder head (default: the model's pipeline.json)")
 
 
 def _run_eval(args) -> int:

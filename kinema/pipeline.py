@@ -16,7 +16,7 @@ Documented behaviour:
   resampled by nearest frame. A clip shorter than the conditioning window (~1 s) conditions on what
   it has (at least its last frame).
 - ``seconds`` above ``MAX_SECONDS`` (600) or frames above ``MAX_PIXELS`` raise ResourceError.
-- ``refine=True`` passes each window's decoded frames through the diffusion decoder head
+- ``refine=True`` (default: ``PipelineConfig.refine`` when a head is loaded) passes each window's decoded frames through the diffusion decoder head
   (``PipelineConfig.refine_steps`` steps, anchored on the previous window's last refined frame) for
   t2v, i2v, continue and bridge; the other tasks decode plainly.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
@@ -67,6 +67,7 @@ class PipelineConfig:
     window_latents: int = 5  # latents per LM window (condition + new)
     cond_latents: int = 2  # latents carried into the next window (~1 s at 8 fps, 4x temporal)
     dit_steps: int = 8  # Euler steps per window with backend="dit"
+    refine: bool = False  # default of the call's refine= (needs a diffusion_decoder component)
     refine_steps: int = 1  # diffusion decoder head steps with refine=True (1 = its posterior mean, best PSNR)
     decode_context: int = 8  # past latents re-decoded before each new window (bounded: flat cost). With the
     # embedded tokenizer (8 s of Megamind.avi, 64x64) 8 is at most 1/255 off a whole-video decode; 4: up to 18/255
@@ -163,13 +164,15 @@ class Pipeline:
                  size: tuple[int, int] | None = None, guidance_scale: float | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
-                 with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool = False,
+                 with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
                  keep_partial: bool = False) -> GenerationOutput:
         """Generate; see the module docstring and DESIGN.md section 3 for the options."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if backend == "dit" and self.dit is None:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
+        if refine is None:
+            refine = self.config.refine and self.diffusion_decoder is not None
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
         if refine and self.diffusion_decoder.cfg.upsample != 1:

@@ -49,3 +49,14 @@ def test_refine_refuses_an_upsampling_head():
     pipe.diffusion_decoder = _head(perturb=False, upsample=2)
     with pytest.raises(ValueError, match="upsample=1"):
         pipe("a red circle", seconds=1.0, refine=True)
+
+
+def test_refine_default_comes_from_the_pipeline_config():
+    pipe = random_pipeline(seed=0)
+    plain = pipe("a red circle bouncing", seconds=1.0, seed=3).video
+    pipe.diffusion_decoder = _head(perturb=True)
+    assert torch.equal(pipe("a red circle bouncing", seconds=1.0, seed=3).video, plain)  # config default: off
+    pipe.config.refine = True
+    on = pipe("a red circle bouncing", seconds=1.0, seed=3).video
+    assert not torch.equal(on, plain)
+    assert torch.equal(pipe("a red circle bouncing", seconds=1.0, seed=3, refine=False).video, plain)
