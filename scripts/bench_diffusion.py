@@ -64,8 +64,10 @@ def render(seeds: list[int], size: tuple[int, int], frames: int) -> torch.Tensor
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--decoder", default=None, help="DiffusionDecoder directory (default: embedded)")
-    ap.add_argument("--video-tokenizer", default=None)
+    ap.add_argument("--model", default=None,
+                    help="model directory whose components are the defaults below (default: the embedded kinema-tiny)")
+    ap.add_argument("--decoder", default=None, help="DiffusionDecoder directory (default: the model's)")
+    ap.add_argument("--video-tokenizer", default=None, help="default: the model's")
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--size", type=int, nargs=2, default=(64, 64))
     ap.add_argument("--frames", type=int, default=5, help="frames per window (1 + 4k)")
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.model:
+        a.decoder = a.decoder or str(Path(a.model) / "diffusion_decoder")
+        a.video_tokenizer = a.video_tokenizer or str(Path(a.model) / "video_tokenizer")
     torch.manual_seed(0)
     vt = VideoTokenizer.from_pretrained(a.video_tokenizer)
     try:
@@ -135,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.ar_vs_dit_prompts > 0:
         from kinema.eval.ar_vs_dit import compare_ar_dit
 
-        cmp = compare_ar_dit(prompts=a.ar_vs_dit_prompts, video_tokenizer_dir=a.video_tokenizer)
+        cmp = compare_ar_dit(prompts=a.ar_vs_dit_prompts, video_tokenizer_dir=a.video_tokenizer, lm_pipeline_dir=a.model,
+                             dit_dir=str(Path(a.model) / "dit") if a.model else None)
         res.update({f"ar_vs_dit_{k}": v for k, v in cmp.items()})
     print(json.dumps(res))
     return 0

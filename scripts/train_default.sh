@@ -6,13 +6,20 @@
 #   1. synthetic data, 1500 train + 100 eval clips (17 frames @ 8 fps, 128x128, sound) ...... ~7 min (loaded CPU)
 #   2. text tokenizer (sentencepiece on synthetic + template captions) ........................ ~1 min
 #   3. audio codec (configs/audio_codec/small.yaml: 3960 steps, adversarial from 2600) ........ ~70 min, 1 thread
+#      (shipped: resumed with train.steps=7200 train.lr=5e-4 to step 7100 .................... +~65 min)
 #   4. video tokenizer (configs/video_tokenizer/small.yaml: 4000 steps, GAN from 3000, EMA) ... ~60 min on the
 #      loaded CPU (3.2 steps/s on 1 thread when the machine is quiet: ~21 min)
+#   4b. video tokenizer stage 2 (configs/video_tokenizer/small_objects.yaml: 3000 steps on full
+#      128x128 frames, object-weighted loss, no GAN) ......................................... ~42 min, 1 thread
 #   5. token extraction of all 1500 train + 16 eval clips (128x128, 2 audio RVQ levels = 1 kbps),
 #      2 workers .............................................................................. ~6.5 min
 #   6. LM (configs/lm/kinema_tiny.yaml: dim 192, 3 layers, 3000 steps; DeepSpeed ZeRO-1,
 #      2 CPU ranks, micro-batch 2 each, ~0.65 s/step) ........................................ ~33 min
-#   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~15 min
+#      (the shipped LM instead started from the LM trained on stage-1 tokens, init_from=..., and
+#      trained 27 min on the stage-2 tokens: train.steps=2200 train.lr=1.5e-3 train.max_minutes=27)
+#   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
+#   7b. diffusion decoder head (train_diffusion_decoder.py, 160 clips at 128x128, 1 thread,
+#      17 min budget: ~1530 steps) ............................................................ ~17 min
 #   8. export bf16 weights into kinema/assets/kinema-tiny/
 # No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
@@ -32,7 +39,8 @@ if [ "${RETRAIN_TOKENIZERS:-0}" = 1 ]; then
   stage "3. audio codec"
   python scripts/train_audio_codec.py configs/audio_codec/small.yaml
   stage "4. video tokenizer"
-  python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small.yaml \
+  python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small.yaml
+  python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small_objects.yaml \
     --export kinema/assets/kinema-tiny/video_tokenizer
 fi
 
@@ -49,6 +57,10 @@ deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny.yaml 
 stage "7. DiT"
 [ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
 
+stage "7b. diffusion decoder head"
+[ -d runs/dd_small128/final ] || python scripts/train_diffusion_decoder.py --out runs/dd_small128 --preset small \
+  --clips 160 --size 128 128 --frames 5 --batch 2 --steps 2000 --minutes 17
+
 stage "8. export"
 python - <<'EOF'
 import torch
@@ -58,4 +70,5 @@ lm.save_pretrained("kinema/assets/kinema-tiny/lm", dtype=torch.bfloat16)
 print("wrote kinema/assets/kinema-tiny/lm")
 EOF
 rm -rf kinema/assets/kinema-tiny/dit && cp -r runs/dit_small128/final kinema/assets/kinema-tiny/dit
+rm -rf kinema/assets/kinema-tiny/diffusion_decoder && cp -r runs/dd_small128/final kinema/assets/kinema-tiny/diffusion_decoder
 stage "done"
