@@ -99,7 +99,7 @@ def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
-               refine=getattr(args, "refine", None), **kw)
+               refine=args.refine, **kw)
     path = out.save(args.output)
     sound = f", sound {out.sample_rate} Hz" if out.audio is not None else ""
     print(f"{path}: {out.video.shape[0]} frames at {out.fps:g} fps ({out.duration:.2f} s), "

@@ -16,9 +16,10 @@ Documented behaviour:
   resampled by nearest frame. A clip shorter than the conditioning window (~1 s) conditions on what
   it has (at least its last frame).
 - ``seconds`` above ``MAX_SECONDS`` (600) or frames above ``MAX_PIXELS`` raise ResourceError.
-- ``refine=True`` (default: ``PipelineConfig.refine`` when a head is loaded) passes each window's decoded frames through the diffusion decoder head
-  (``PipelineConfig.refine_steps`` steps, anchored on the previous window's last refined frame) for
-  t2v, i2v, continue and bridge; the other tasks decode plainly.
+- ``refine=True`` (default: ``PipelineConfig.refine`` when a head is loaded) passes each window's
+  decoded frames through the diffusion decoder head (``PipelineConfig.refine_steps`` steps, anchored
+  on the previous window's last refined frame) for t2v, i2v, continue and bridge; the other tasks
+  decode plainly.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """

@@ -10,9 +10,9 @@ neighbours (temporal consistency within a window). A residual is mostly edges, f
 full-resolution 3x3 convolutions sit before and after the transformer (the trick U-ViT, Bao et al.
 arXiv 2209.12152, uses after unpatchify): the DiT brings spacetime context at patch level, the
 convolutions put it back on the exact pixels. Because the network predicts the clean residual, one
-step from t = 1 is its posterior-mean estimate (best PSNR); more steps sample detail. Across continuation windows, ``prev_frame`` (the
-previous window's last refined frame) is given as the anchor; training shows the true frame before
-the clip half of the time.
+step from t = 1 is its posterior-mean estimate (best PSNR); more steps sample detail. Across
+continuation windows, ``prev_frame`` (the previous window's last refined frame) is given as the
+anchor; training shows the true frame before the clip half of the time.
 
     dd = DiffusionDecoder.from_pretrained()           # embedded default (if shipped) or a directory
     x = dd.refine(codes, x_detok, steps=4, generator=torch.Generator().manual_seed(0))

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from kinema.eval.metrics import evaluate_clip
 from kinema.eval.run import _render_caption, heldout_prompts, summarize
+from kinema.pipeline_io import to_model, to_uint8
 
 
 def dit_frames(gen, vt, ids: list[int], n_frames: int, size: tuple[int, int], steps: int, cfg_scale: float,
@@ -28,19 +29,14 @@ def dit_frames(gen, vt, ids: list[int], n_frames: int, size: tuple[int, int], st
     grid = (H // vt.spatial_factor, W // vt.spatial_factor)
     z = gen.generate_long([ids], t, grid, window=5, guidance_scale=cfg_scale, steps=steps,
                           generator=torch.Generator().manual_seed(seed))
-    x = vt.decode_latents(z)[0, :, :n_frames]  # (3, T, H, W)
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+    return to_uint8(vt.decode_latents(z)[0, :, :n_frames])  # (T, H, W, 3)
 
 
 def tokenizer_roundtrip(vt, frames: torch.Tensor) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> the same frames encoded, quantised and decoded by the video tokenizer."""
     from kinema.tokenizers.video import pad_frames
 
-    T = frames.shape[0]
-    x = pad_frames(frames.permute(3, 0, 1, 2).float().unsqueeze(0) / 127.5 - 1)
-    z = vt.encode_latents(x)
-    y = vt.decode_latents(torch.where(z > 0, 1.0, -1.0))[0, :, :T]
-    return ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
+    return to_uint8(vt.decode(vt.encode(pad_frames(to_model(frames))))[0, :, :frames.shape[0]])
 
 
 def judge(frames_list: list[torch.Tensor], prompts: list[str], fps: float) -> dict:

@@ -151,10 +151,8 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
     if cfg.train_decoder_only and not cfg.init_from:
         raise ConfigError("train_decoder_only needs init_from (the encoder whose codes the decoder learns to read)")
     trained = model.decoder if cfg.train_decoder_only else model
-    for p in model.parameters():
-        p.requires_grad_(not cfg.train_decoder_only)
-    for p in trained.parameters():
-        p.requires_grad_(True)
+    model.requires_grad_(not cfg.train_decoder_only)
+    trained.requires_grad_(True)
     disc = Discriminator3d(base=16)
     opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.99))
@@ -191,8 +189,8 @@ def train(cfg: VideoTrainConfig, progress: bool = True) -> VideoTokenizer:
         use_gan = step >= cfg.disc_start and not image
         with autocast("cpu"):
             if cfg.train_decoder_only:
-                with torch.no_grad():
-                    q = model.codes_to_latents(model.latents_to_codes(model.encoder(x)))
+                with torch.no_grad():  # LFQ's sign quantisation: exactly the latents of the codes
+                    q = torch.where(model.encoder(x) > 0, 1.0, -1.0)
                 x_hat, aux = model.decoder(q), torch.zeros(())
             else:
                 x_hat, _, aux = model(x)
