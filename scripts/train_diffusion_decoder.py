@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temporal-weight", type=float, default=0.0,
+                    help="weight of the frame-difference loss (temporal consistency); 0 = plain x-prediction MSE")
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--ckpt-every", type=int, default=200, help="training checkpoint every N steps (a rerun resumes)")
     ap.add_argument("--stop-after", type=int, default=0,
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         idx = torch.randint(0, x.shape[0], (a.batch,), generator=g)
         set_lr(opt, cosine_lr(step, a.lr, 100, a.steps))
         with autocast("cpu"):
-            loss = model.loss(x[idx], x_detok[idx], prev[idx], generator=g)
+            loss = model.loss(x[idx], x_detok[idx], prev[idx], generator=g, temporal_weight=a.temporal_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

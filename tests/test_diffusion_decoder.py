@@ -76,3 +76,21 @@ def test_tiny_head_learns_to_reduce_reconstruction_error():
     # untrained (zero-init) head returns the plain detokenisation; the trained one must beat it
     assert abs(before - F.mse_loss(xd, x).item()) < 1e-6
     assert after < 0.85 * before, (before, after)
+
+
+def test_temporal_weight_adds_the_frame_difference_error():
+    x, xd, prev = _clip(seed=4)
+    dd = _tiny()
+    nn_init = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a non-trivial head, so its prediction differs from the target residual
+        for p in dd.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=nn_init))
+    dd.eval()  # no anchor dropout: both calls see the same condition
+    plain = dd.loss(x, xd, prev, generator=torch.Generator().manual_seed(0))
+    temporal = dd.loss(x, xd, prev, generator=torch.Generator().manual_seed(0), temporal_weight=0.5)
+    assert temporal.item() > plain.item() > 0
+    # a single frame has no differences: the term vanishes
+    one = dict(x=x[:, :, :1], x_detok=xd[:, :, :1], prev_frame=prev)
+    a = dd.loss(**one, generator=torch.Generator().manual_seed(0))
+    b = dd.loss(**one, generator=torch.Generator().manual_seed(0), temporal_weight=0.5)
+    assert torch.allclose(a, b)

@@ -151,8 +151,12 @@ class DiffusionDecoder(nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(self, x: torch.Tensor, x_detok: torch.Tensor, prev_frame: torch.Tensor | None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Rectified-flow (x-prediction) loss on the scaled residual; x (B, 3, T, H*u, W*u) original, x_detok (B, 3, T, H, W)."""
+             generator: torch.Generator | None = None, temporal_weight: float = 0.0) -> torch.Tensor:
+        """Rectified-flow (x-prediction) loss on the scaled residual; x (B, 3, T, H*u, W*u) original, x_detok (B, 3, T, H, W).
+
+        ``temporal_weight`` > 0 adds the MSE of the frame-to-frame differences of the prediction
+        against the original's, so the head does not buy PSNR with flicker.
+        """
         cond = self.condition(x_detok, prev_frame)
         if prev_frame is not None and self.training and self.cfg.anchor_drop > 0:
             drop = torch.rand(x.shape[0], generator=generator) < self.cfg.anchor_drop
@@ -163,8 +167,11 @@ class DiffusionDecoder(nn.Module):
         # are uniform so t near 1 is trained as often as the rest
         t = flow.sample_t(x.shape[0], generator, logit_normal=False, device=x.device)
         noise = torch.randn(r0.shape, generator=generator, dtype=r0.dtype).to(x.device)
-        r0_hat = self.predict_clean(flow.interpolate(r0, noise, t), t, cond)
-        return F.mse_loss(r0_hat.float(), r0.float())
+        r0_hat = self.predict_clean(flow.interpolate(r0, noise, t), t, cond).float()
+        loss = F.mse_loss(r0_hat, r0.float())
+        if temporal_weight > 0 and r0.shape[2] > 1:
+            loss = loss + temporal_weight * F.mse_loss(r0_hat.diff(dim=2), r0.float().diff(dim=2))
+        return loss
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
