@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from kinema.checkpoint import CheckpointManager, rng_state, set_rng_state
+from kinema.data.procedural_music import procedural_music
 from kinema.errors import MediaError
 from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
 from kinema.tokenizers.audio_discriminator import MultiScaleSTFTDiscriminator
@@ -36,6 +37,8 @@ class AudioDataConfig:
     synthetic_fraction: float = 0.3  # share of each batch from the synthetic world (bounce tones)
     synthetic_seeds: int = 200  # training seeds 0..N-1; seeds >= 1_000_000 are held out
     min_gain: float = 0.2
+    music_fraction: float = 0.0  # share of procedural instrument phrases (kinema.data.procedural_music)
+    speed_perturb: float = 0.0  # real clips are resampled by a random factor in [1/(1+s), 1+s] (pitch and tempo)
 
 
 @dataclass
@@ -157,14 +160,27 @@ class SegmentSampler:
         if not self.clips and cfg.synthetic_fraction <= 0:
             raise MediaError(f"no usable training audio in {cfg.folders}")
 
-    def _crop(self, w: torch.Tensor) -> torch.Tensor:
-        if w.numel() < self.n:
-            w = torch.nn.functional.pad(w, (0, self.n - w.numel()))
-        i = self.rng.randrange(0, w.numel() - self.n + 1)
-        return w[i : i + self.n]
+    def _crop(self, w: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        n = n or self.n
+        if w.numel() < n:
+            w = torch.nn.functional.pad(w, (0, n - w.numel()))
+        i = self.rng.randrange(0, w.numel() - n + 1)
+        return w[i : i + n]
+
+    def _speed(self, w: torch.Tensor) -> torch.Tensor:
+        """A crop of ``w`` played at a random speed (pitch and tempo together), ``self.n`` samples."""
+        import torchaudio.functional as AF
+
+        s = self.cfg.speed_perturb
+        new_rate = int(round(100 / math.exp(self.rng.uniform(-math.log1p(s), math.log1p(s)))))  # 1% speed steps: short filters
+        crop = self._crop(w, math.ceil(self.n * 100 / new_rate) + 64)  # 64 samples of margin for the filter
+        return AF.resample(crop, 100, new_rate)[16: 16 + self.n]
 
     def _one(self) -> torch.Tensor:
-        if not self.clips or self.rng.random() < self.cfg.synthetic_fraction:
+        source = self.rng.random() if self.cfg.music_fraction > 0 else None
+        if source is not None and self.cfg.synthetic_fraction <= source < self.cfg.synthetic_fraction + self.cfg.music_fraction:
+            seg = procedural_music(self.rng, self.n, self.sr)
+        elif not self.clips or (self.rng.random() if source is None else source) < self.cfg.synthetic_fraction:
             seg = None
             for _ in range(8 if self.synth else 0):  # synthetic clips are mostly silence between bounces
                 seg = self._crop(self.rng.choice(self.synth))
@@ -175,7 +191,8 @@ class SegmentSampler:
                 seg = bounce_tones(self.rng, self.n, self.sr)
         else:
             weights = [c.numel() for c in self.clips]
-            seg = self._crop(self.rng.choices(self.clips, weights=weights)[0])
+            clip = self.rng.choices(self.clips, weights=weights)[0]
+            seg = self._speed(clip) if self.cfg.speed_perturb > 0 else self._crop(clip)
         peak = seg.abs().max().clamp_min(1e-4)
         return seg / peak * self.rng.uniform(self.cfg.min_gain, 0.95)
 
