@@ -106,6 +106,13 @@ def test_save_load_gives_identical_codes(tmp_path):
     a.save_pretrained(tmp_path / "bf16b")
     b = AudioCodec.from_pretrained(tmp_path / "bf16b")
     assert torch.equal(a.encode(x), b.encode(x))
+    # the codebooks' EMA statistics are training-only: not shipped, restarted consistently on load
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "bf16" / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if k.endswith((".embed_avg", ".cluster_size"))]
+    cb = a.rvq.layers[0]._codebook
+    assert torch.equal(cb.embed_avg / cb.cluster_size[..., None], cb.embed)
     with pytest.raises(CheckpointError):
         AudioCodec.from_pretrained(tmp_path / "missing")
 

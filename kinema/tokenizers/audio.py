@@ -30,6 +30,7 @@ from kinema.checkpoint import load_pretrained, load_state_strict, save_pretraine
 from kinema.tokenizers.audio_blocks import Decoder, Encoder, State
 
 KIND = "audio_codec"
+EMA_STATS = (".embed_avg", ".cluster_size")  # training-only codebook statistics
 
 
 def autocast_if(enabled: bool, device: torch.device):
@@ -291,8 +292,13 @@ class AudioCodec(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = torch.bfloat16) -> Path:
-        """config.json + model.safetensors (bf16 by default to keep the shipped file small)."""
-        state = {k: v for k, v in self.state_dict().items()}
+        """config.json + model.safetensors (bf16 by default to keep the shipped file small).
+
+        The codebooks' EMA statistics (``embed_avg``, ``cluster_size``) are training-only state and
+        are not written; :meth:`from_pretrained` restarts them from the codebook itself. Training
+        checkpoints keep them.
+        """
+        state = {k: v for k, v in self.state_dict().items() if not k.endswith(EMA_STATS)}
         return save_pretrained(directory, KIND, self.cfg, state, dtype=dtype)
 
     @classmethod
@@ -307,5 +313,10 @@ class AudioCodec(nn.Module):
         # buffers such as the RVQ's "initted" flags are bools/ints; restore their dtypes
         ref = model.state_dict()
         state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
+        for k in ref:  # codebook EMA statistics, not shipped: embed_avg / cluster_size == embed again
+            if k.endswith(".cluster_size") and k not in state:
+                state[k] = torch.ones_like(ref[k])
+            elif k.endswith(".embed_avg") and k not in state:
+                state[k] = state[k[: -len("embed_avg")] + "embed"].to(ref[k].dtype).clone()
         load_state_strict(model, state, str(directory))
         return model.eval()
