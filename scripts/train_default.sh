@@ -18,9 +18,8 @@
 #      (the shipped LM instead started from the LM trained on stage-1 tokens, init_from=..., and
 #      trained 27 min on the stage-2 tokens: train.steps=2200 train.lr=1.5e-3 train.max_minutes=27)
 #   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
-#   7b. diffusion decoder head (train_diffusion_decoder.py, 160 clips at 128x128, 1 thread,
-#      2600-step schedule; the shipped head ran 17 min, then resumed with --steps 2600 for 13 min:
-#      ~2360 steps) ........................................................................... ~30 min
+#   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
+#      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
 #   8. export bf16 weights into kinema/assets/kinema-tiny/
 # No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
@@ -59,8 +58,12 @@ stage "7. DiT"
 [ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
 
 stage "7b. diffusion decoder head"
-[ -d runs/dd_small128/final ] || python scripts/train_diffusion_decoder.py --out runs/dd_small128 --preset small \
-  --clips 160 --size 128 128 --frames 5 --batch 2 --steps 2600 --minutes 30
+if [ ! -d runs/dd_small128/final ]; then
+  python scripts/train_diffusion_decoder.py --out runs/dd_small128 --preset small \
+    --clips 160 --size 128 128 --frames 5 --batch 2 --steps 2600 --minutes 30
+  python scripts/train_diffusion_decoder.py --out runs/dd_small128 --preset small \
+    --clips 400 --size 128 128 --frames 5 --batch 2 --steps 6000 --minutes 70 --temporal-weight 0.5
+fi
 
 stage "8. export"
 python - <<'EOF'
