@@ -7,6 +7,8 @@
 #   2. text tokenizer (sentencepiece on synthetic + template captions) ........................ ~1 min
 #   3. audio codec (configs/audio_codec/small.yaml: 3960 steps, adversarial from 2600) ........ ~70 min, 1 thread
 #      (shipped: resumed with train.steps=7200 train.lr=5e-4 to step 7100 .................... +~65 min)
+#   3b. audio codec music fine-tune (configs/audio_codec/small_music.yaml: 7100 -> 9900 steps with
+#      procedural instrument phrases and speed-perturbed real clips) ........................ ~54 min, 1 thread
 #   4. video tokenizer (configs/video_tokenizer/small.yaml: 4000 steps, GAN from 3000, EMA) ... ~60 min on the
 #      loaded CPU (3.2 steps/s on 1 thread when the machine is quiet: ~21 min)
 #   4b. video tokenizer stage 2 (configs/video_tokenizer/small_objects.yaml: 3000 steps on full
@@ -38,6 +40,13 @@ if [ "${RETRAIN_TOKENIZERS:-0}" = 1 ]; then
   python scripts/train_text_tokenizer.py --synthetic 5000 --template-captions 5000
   stage "3. audio codec"
   python scripts/train_audio_codec.py configs/audio_codec/small.yaml
+  python scripts/train_audio_codec.py configs/audio_codec/small.yaml train.steps=7200 train.lr=5e-4 train.max_minutes=70
+  stage "3b. audio codec music fine-tune"
+  if [ ! -d runs/audio_codec_music/checkpoints ]; then
+    mkdir -p runs/audio_codec_music/checkpoints
+    cp -r "$(ls -d runs/audio_codec_small/checkpoints/step_* | tail -1)" runs/audio_codec_music/checkpoints/
+  fi
+  python scripts/train_audio_codec.py configs/audio_codec/small_music.yaml export_dir=kinema/assets/kinema-tiny/audio_codec
   stage "4. video tokenizer"
   python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small.yaml
   python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small_objects.yaml \
