@@ -176,11 +176,23 @@ class SegmentSampler:
         crop = self._crop(w, math.ceil(self.n * 100 / new_rate) + 64)  # 64 samples of margin for the filter
         return AF.resample(crop, 100, new_rate)[16: 16 + self.n]
 
+    def _source(self) -> str:
+        """Which kind of audio the next segment is: "synthetic", "music" or "real"."""
+        cfg = self.cfg
+        if cfg.music_fraction <= 0:  # the draws of runs made before the music source existed
+            return "synthetic" if not self.clips or self.rng.random() < cfg.synthetic_fraction else "real"
+        u = self.rng.random()
+        if u < cfg.synthetic_fraction:
+            return "synthetic"
+        if u < cfg.synthetic_fraction + cfg.music_fraction:
+            return "music"
+        return "real" if self.clips else "synthetic"
+
     def _one(self) -> torch.Tensor:
-        source = self.rng.random() if self.cfg.music_fraction > 0 else None
-        if source is not None and self.cfg.synthetic_fraction <= source < self.cfg.synthetic_fraction + self.cfg.music_fraction:
+        source = self._source()
+        if source == "music":
             seg = procedural_music(self.rng, self.n, self.sr)
-        elif not self.clips or (self.rng.random() if source is None else source) < self.cfg.synthetic_fraction:
+        elif source == "synthetic":
             seg = None
             for _ in range(8 if self.synth else 0):  # synthetic clips are mostly silence between bounces
                 seg = self._crop(self.rng.choice(self.synth))
