@@ -18,7 +18,9 @@
 #   6. LM (configs/lm/kinema_tiny.yaml: dim 192, 3 layers, 3000 steps; DeepSpeed ZeRO-1,
 #      2 CPU ranks, micro-batch 2 each, ~0.65 s/step) ........................................ ~33 min
 #      (the shipped LM instead started from the LM trained on stage-1 tokens, init_from=..., and
-#      trained 27 min on the stage-2 tokens: train.steps=2200 train.lr=1.5e-3 train.max_minutes=27)
+#      trained 27 min on the stage-2 tokens: train.steps=2200 train.lr=1.5e-3 train.max_minutes=27;
+#      then, on the tokens of the music-fine-tuned audio codec, init_from=<that LM> train.steps=4400
+#      train.lr=1.5e-3 train.max_minutes=48: 4080 steps, held-out loss 1.48)
 #   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
