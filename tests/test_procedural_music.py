@@ -55,3 +55,12 @@ def test_sampler_mixes_music_and_speed_perturbed_clips(tmp_path):
     again = m.batch(2)
     m.set_state(state)
     assert torch.equal(again, m.batch(2))  # resumable: the sampler's state fixes the next segments
+
+
+def test_sampler_refuses_bad_mix_settings(tmp_path):
+    from kinema.errors import ConfigError
+    from kinema.tokenizers.audio_trainer import AudioDataConfig, SegmentSampler
+
+    for bad in (dict(synthetic_fraction=0.6, music_fraction=0.6), dict(music_fraction=-0.1), dict(speed_perturb=2.0)):
+        with pytest.raises(ConfigError):
+            SegmentSampler(AudioDataConfig(folders=[str(tmp_path)], **bad), 16000, 320, seed=0)

@@ -42,6 +42,7 @@ def _envelope(t: torch.Tensor, attack: float, decay: float, dur: float, release:
 
 def _partials(t: torch.Tensor, freqs: list[float], amps: list[float], decays: list[float], sr: int,
               vibrato: torch.Tensor | None, rng: random.Random) -> torch.Tensor:
+    """Sum of decaying sinusoids at random phases; partials above 0.45 * sr (aliasing) are left out."""
     out = torch.zeros_like(t)
     nyq = 0.45 * sr
     for f, a, d in zip(freqs, amps, decays):
@@ -58,7 +59,7 @@ def _note(family: str, f0: float, n: int, start: float, dur: float, sr: int, rng
     tc = t.clamp_min(0)
     noise = torch.randn(n, generator=g)
     if family == "bowed":
-        k = torch.arange(1, 41).tolist()
+        k = list(range(1, 41))
         tilt, formant, width = rng.uniform(0.8, 1.4), rng.uniform(400, 2500), rng.uniform(0.5, 1.5)
         amps = [k_ ** -tilt * (1 + 2 * math.exp(-(math.log(k_ * f0 / formant) / width) ** 2)) for k_ in k]
         rate, depth = rng.uniform(4.5, 7), rng.uniform(0.002, 0.008)

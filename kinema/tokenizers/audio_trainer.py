@@ -18,7 +18,7 @@ import torch
 
 from kinema.checkpoint import CheckpointManager, rng_state, set_rng_state
 from kinema.data.procedural_music import procedural_music
-from kinema.errors import MediaError
+from kinema.errors import ConfigError, MediaError
 from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
 from kinema.tokenizers.audio_discriminator import MultiScaleSTFTDiscriminator
 from kinema.tokenizers.audio_losses import (
@@ -144,6 +144,11 @@ class SegmentSampler:
     """Random fixed-length segments from real recordings and synthetic-world audio."""
 
     def __init__(self, cfg: AudioDataConfig, sample_rate: int, hop: int, seed: int):
+        if not (cfg.music_fraction >= 0 and cfg.synthetic_fraction >= 0 and cfg.synthetic_fraction + cfg.music_fraction <= 1):
+            raise ConfigError(f"data.synthetic_fraction ({cfg.synthetic_fraction}) and data.music_fraction "
+                              f"({cfg.music_fraction}) must be >= 0 and sum to at most 1")
+        if not 0 <= cfg.speed_perturb <= 1:
+            raise ConfigError(f"data.speed_perturb must be in [0, 1] (speeds 1/(1+s) .. 1+s), got {cfg.speed_perturb}")
         self.cfg = cfg
         self.sr = sample_rate
         self.n = max(hop, int(round(cfg.segment_seconds * sample_rate / hop)) * hop)
@@ -151,6 +156,7 @@ class SegmentSampler:
         holdout = set(cfg.holdout)
         self.files = [f for f in list_audio_files(cfg.folders) if f.name not in holdout]
         self.clips = [w for w in (load_audio_file(f, sample_rate) for f in self.files) if w.numel() >= self.n // 4]
+        self.weights = [c.numel() for c in self.clips]  # real clips are drawn in proportion to their length
         self.synth: list[torch.Tensor] = []
         for s in range(cfg.synthetic_seeds if cfg.synthetic_fraction > 0 else 0):
             a = synthetic_audio(s, 4.0, sample_rate)
@@ -202,8 +208,7 @@ class SegmentSampler:
             if seg is None:
                 seg = bounce_tones(self.rng, self.n, self.sr)
         else:
-            weights = [c.numel() for c in self.clips]
-            clip = self.rng.choices(self.clips, weights=weights)[0]
+            clip = self.rng.choices(self.clips, weights=self.weights)[0]
             seg = self._speed(clip) if self.cfg.speed_perturb > 0 else self._crop(clip)
         peak = seg.abs().max().clamp_min(1e-4)
         return seg / peak * self.rng.uniform(self.cfg.min_gain, 0.95)
