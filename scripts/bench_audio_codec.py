@@ -30,7 +30,7 @@ from kinema.tokenizers.audio import AudioCodec  # noqa: E402
 from kinema.tokenizers.audio_losses import log_mel_distance, si_snr, stft_distance  # noqa: E402
 from kinema.tokenizers.audio_trainer import bounce_tones, load_audio_file, synthetic_audio  # noqa: E402
 
-KBPS = (1.5, 3.0, 6.0)
+KBPS = (1.0, 1.5, 3.0, 6.0)  # 1 kbps (2 levels) is what the LM generates with
 OPUS_KBPS = (1.5, 3.0, 6.0, 12.0)
 
 

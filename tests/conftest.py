@@ -20,3 +20,34 @@ def media_dir() -> Path:
     if not root.is_dir():
         pytest.skip(f"real media folder {root} absent")
     return root
+
+
+def _kill_resume_and_compare_runs(cmd, a: Path, b: Path, env: dict, stop_args: tuple[str, ...], timeout: int = 600,
+                                  after_kill=None):
+    """Run ``cmd(b)`` straight through while ``cmd(a, *stop_args)`` is stopped after step 2 (exit 17)
+    and ``cmd(a)`` resumes it; asserts the exits and the "resumed from ... at step 2" message.
+    ``after_kill()`` runs between the stop and the resume (to check what the stopped run left)."""
+    import subprocess
+
+    straight = subprocess.Popen(cmd(b), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        killed = subprocess.run(cmd(a, *stop_args), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        assert killed.returncode == 17, killed.stdout[-3000:] + killed.stderr[-3000:]
+        if after_kill is not None:
+            after_kill()
+        resumed = subprocess.run(cmd(a), env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        assert "resumed from" in resumed.stdout and "at step 2" in resumed.stdout, resumed.stdout[-3000:]
+        out, _ = straight.communicate(timeout=timeout)
+    finally:
+        if straight.poll() is None:
+            straight.kill()
+            straight.wait()
+    assert straight.returncode == 0, out[-3000:]
+
+
+@pytest.fixture
+def killed_and_straight_runs():
+    """``run(cmd, a, b, env, stop_args)``: a training run killed after step 2 and resumed in ``a``, the
+    same run uninterrupted in ``b`` (in parallel); the test then compares what the two wrote."""
+    return _kill_resume_and_compare_runs

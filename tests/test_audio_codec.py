@@ -211,3 +211,46 @@ def test_trainer_runs_resumes_and_exports(tmp_path):
     train_audio_codec(cfg, progress=False)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_decoder_only_finetune_keeps_every_code(tmp_path):
+    """train_decoder_only resumes a parent run, changes the decoder and leaves codes untouched."""
+    from kinema.checkpoint import CheckpointManager
+    from kinema.config import from_dict
+    from kinema.tokenizers.audio_trainer import AudioTrainConfig, train_audio_codec, write_wav
+
+    t = torch.arange(8000) / 16000
+    write_wav(tmp_path / "data" / "a.wav", 0.5 * torch.sin(2 * math.pi * 330 * t), 16000)
+    cfg = from_dict(AudioTrainConfig, {
+        "run_dir": str(tmp_path / "run"),
+        "model": {**AudioCodecConfig.preset("tiny").__dict__},
+        "data": {"folders": [str(tmp_path / "data")], "segment_seconds": 0.1, "synthetic_fraction": 0.5},
+        "train": {"steps": 3, "batch_size": 2, "adv_start": 1, "ckpt_every": 3, "sample_every": 100, "log_every": 1, "warmup": 1},
+    })
+    train_audio_codec(cfg, progress=False)
+    parent = AudioCodec(cfg.model)
+    parent.load_state_dict(CheckpointManager(tmp_path / "run" / "checkpoints").load_latest().modules["model"])
+    parent.eval()
+    cfg.train.steps, cfg.train.train_decoder_only, cfg.train.schedule_from = 6, True, 3
+    cfg.train.mel_floor, cfg.train.stft_floor = 1e-3, 1e-4
+    train_audio_codec(cfg, progress=False)
+    child = AudioCodec(cfg.model)
+    child.load_state_dict(CheckpointManager(tmp_path / "run" / "checkpoints").load_latest().modules["model"])
+    child.eval()
+    ps, cs = parent.state_dict(), child.state_dict()
+    assert all(torch.equal(ps[k], cs[k]) for k in ps if not k.startswith("decoder.")), "encoder or codebooks moved"
+    assert any(not torch.equal(ps[k], cs[k]) for k in ps if k.startswith("decoder.")), "decoder did not train"
+    x = noise(1600, b=2, seed=3) * 0.3
+    for kbps in (None, child.kbps_for_quantizers(1)):
+        assert torch.equal(parent.encode(x, kbps=kbps), child.encode(x, kbps=kbps))
+
+
+def test_loss_floor_sets_how_quiet_a_bin_still_counts():
+    """Faint noise far below the floor costs ~nothing; with a tiny floor it dominates the loss."""
+    t = torch.arange(4096) / 16000
+    x = (0.3 * torch.sin(2 * math.pi * 440 * t)).reshape(1, 1, -1)
+    y = x + 1e-6 * noise(4096, seed=1)
+    assert MultiScaleMelLoss(floor=1e-2)(y, x) < 0.01 < MultiScaleMelLoss(floor=1e-9)(y, x)
+    assert MultiResolutionSTFTLoss(floor=1e-2)(y, x) < 0.05 < MultiResolutionSTFTLoss(floor=1e-9)(y, x)
+    # the same floor still sees a tone played 20 dB too quietly
+    assert MultiScaleMelLoss(floor=1e-3)(0.1 * x, x) > 0.5

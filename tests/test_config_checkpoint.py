@@ -11,7 +11,7 @@ import torch
 from kinema.checkpoint import (
     CheckpointManager, load_pretrained, rng_state, save_pretrained, set_rng_state,
 )
-from kinema.config import from_dict, load_config, save_config, to_dict
+from kinema.config import from_dict, load_config, save_config
 from kinema.errors import CheckpointError, ConfigError
 
 

@@ -51,7 +51,6 @@ def test_tones_land_on_contacts():
         for t_hit, _, _ in clip.events:
             n = int(t_hit * clip.sample_rate)
             window = clip.audio[0, n : n + int(0.02 * clip.sample_rate)]
-            before = clip.audio[0, max(0, n - 800) : max(0, n - 400)]
             assert window.abs().max() > 0.1
             found += 1
         if not clip.events:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,25 +22,14 @@ def _cmd(out: Path, *extra: str) -> list[str]:
             "--frames", "5", "--batch", "2", "--steps", "4", "--ckpt-every", "2", "--log-every", "1", *extra]
 
 
-def test_killed_run_resumes_to_identical_weights(tmp_path):
+def test_killed_run_resumes_to_identical_weights(tmp_path, killed_and_straight_runs):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     a, b = tmp_path / "a", tmp_path / "b"
-    straight = subprocess.Popen(_cmd(b), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    try:
-        killed = subprocess.run(_cmd(a, "--stop-after", "2"), env=env, cwd=REPO, capture_output=True, text=True,
-                                timeout=300)
-        assert killed.returncode == 17, killed.stdout[-3000:] + killed.stderr[-3000:]
+
+    def stopped_at_2():
         assert (a / "checkpoints" / "step_00000002").is_dir() and not (a / "final").exists()
-        resumed = subprocess.run(_cmd(a), env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-        assert "resumed from" in resumed.stdout and "at step 2" in resumed.stdout, resumed.stdout[-3000:]
-        out, _ = straight.communicate(timeout=300)
-    finally:
-        if straight.poll() is None:
-            straight.kill()
-            straight.wait()
-    assert straight.returncode == 0, out[-3000:]
+
+    killed_and_straight_runs(_cmd, a, b, env, ("--stop-after", "2"), timeout=300, after_kill=stopped_at_2)
 
     # shipped weights (EMA, bf16), then the fp32 weights, EMA and optimizer state of the last checkpoint
     wa, wb = load_file(str(a / "final" / "model.safetensors")), load_file(str(b / "final" / "model.safetensors"))

@@ -39,28 +39,16 @@ def _ds_state(run_dir: Path, step: int) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by this test
 
 
-def test_killed_run_resumes_to_identical_weights(tmp_path):
+def test_killed_run_resumes_to_identical_weights(tmp_path, killed_and_straight_runs):
     if importlib.util.find_spec("deepspeed") is None:
         pytest.skip("deepspeed not installed")
     a, b = tmp_path / "a", tmp_path / "b"
-    # the uninterrupted run goes in parallel with the one that is killed and resumed
-    straight = subprocess.Popen(_cmd(b), env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    try:
-        killed = subprocess.run(_cmd(a, "train.stop_after=2"), env=_env(), cwd=REPO, capture_output=True,
-                                text=True, timeout=600)
-        assert killed.returncode == 17, killed.stdout[-3000:] + killed.stderr[-3000:]
+
+    def stopped_at_2():
         assert (a / "ds_checkpoints" / "step_00000002").is_dir()
         assert not (a / "ds_checkpoints" / "step_00000004").exists() and not (a / "final").exists()
-        resumed = subprocess.run(_cmd(a), env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
-        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-        assert "resumed from" in resumed.stdout and "at step 2" in resumed.stdout, resumed.stdout[-3000:]
-        out, _ = straight.communicate(timeout=600)
-    finally:
-        if straight.poll() is None:
-            straight.kill()
-            straight.wait()
-    assert straight.returncode == 0, out[-3000:]
+
+    killed_and_straight_runs(_cmd, a, b, _env(), ("train.stop_after=2",), after_kill=stopped_at_2)
 
     # shipped weights (EMA, bf16), then the fp32 training weights and EMA in the last checkpoint
     wa, wb = load_file(str(a / "final" / "model.safetensors")), load_file(str(b / "final" / "model.safetensors"))

@@ -24,9 +24,10 @@ def _stft_mag(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
 class MultiResolutionSTFTLoss(nn.Module):
     """Sum over FFT sizes of spectral convergence + L1 of log magnitudes."""
 
-    def __init__(self, ffts: tuple[int, ...] = (512, 1024, 2048, 256, 128)):
+    def __init__(self, ffts: tuple[int, ...] = (512, 1024, 2048, 256, 128), floor: float = 1e-7):
         super().__init__()
         self.ffts = ffts
+        self.floor = floor  # added to magnitudes before the log: how quiet a bin still counts
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         total = y.new_zeros((), dtype=torch.float32)
@@ -34,17 +35,22 @@ class MultiResolutionSTFTLoss(nn.Module):
             a, b = _stft_mag(y_hat, n, n // 4), _stft_mag(y, n, n // 4)
             # spectral convergence over the whole batch, so a silent item cannot blow it up
             sc = torch.linalg.norm(b - a) / torch.linalg.norm(b).clamp_min(1e-3)
-            total = total + sc + F.l1_loss(a.log(), b.log())
+            total = total + sc + F.l1_loss((a + self.floor).log(), (b + self.floor).log())
         return total / len(self.ffts)
 
 
 class MultiScaleMelLoss(nn.Module):
     """L1 on log-mel spectrograms at several window sizes (after EnCodec's multi-scale mel loss)."""
 
-    def __init__(self, sample_rate: int = 16000, ffts: tuple[int, ...] = (256, 512, 1024, 2048), n_mels: int = 64):
+    def __init__(self, sample_rate: int = 16000, ffts: tuple[int, ...] = (256, 512, 1024, 2048), n_mels: int = 64,
+                 floor: float = 1e-5):
         super().__init__()
         import torchaudio
 
+        # Added to mel magnitudes before the log. A tiny floor makes near-silent bins dominate the
+        # loss, and a decoder that cannot yet render a clean tone learns to play it quietly rather
+        # than add audible error around it; a floor near the level that matters keeps tones loud.
+        self.floor = floor
         self.mels = nn.ModuleList(
             torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=n, hop_length=n // 4, n_mels=min(n_mels, n // 8), power=1.0)
             for n in ffts
@@ -54,7 +60,7 @@ class MultiScaleMelLoss(nn.Module):
         total = y.new_zeros((), dtype=torch.float32)
         for mel in self.mels:
             a, b = mel(y_hat.float()), mel(y.float())
-            total = total + F.l1_loss(torch.log(a + 1e-5), torch.log(b + 1e-5))
+            total = total + F.l1_loss(torch.log(a + self.floor), torch.log(b + self.floor))
         return total / len(self.mels)
 
 

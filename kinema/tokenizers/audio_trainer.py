@@ -4,6 +4,10 @@ Objective after SoundStream (arXiv 2107.03312) / EnCodec (arXiv 2210.13438): mul
 multi-resolution STFT + time-domain L1 + RVQ commitment, and from ``adv_start`` on a hinge adversarial loss from a
 multi-scale STFT discriminator plus feature matching. bf16 autocast on CPU for the conv nets; the
 quantizer runs in fp32. Resumes from the newest verified checkpoint in ``run_dir/checkpoints``.
+
+``train.train_decoder_only`` fine-tunes only the decoder of a trained codec (start from its
+checkpoint): codes are computed by the frozen inference path, so tokens extracted before stay valid.
+``train.schedule_from`` restarts the warm-up + cosine schedule at the parent's last step.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import torch
 from kinema.checkpoint import CheckpointManager, rng_state, set_rng_state
 from kinema.data.procedural_music import procedural_music
 from kinema.errors import ConfigError, MediaError
-from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
+from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig, CodecOutput
 from kinema.tokenizers.audio_discriminator import MultiScaleSTFTDiscriminator
 from kinema.tokenizers.audio_losses import (
     MultiResolutionSTFTLoss, MultiScaleMelLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss, log_mel_distance,
@@ -55,6 +59,8 @@ class AudioTrainLoopConfig:
     wave_weight: float = 1.0  # time-domain L1 (EnCodec's l_t), keeps phase coherent
     adv_weight: float = 0.1
     fm_weight: float = 1.0
+    mel_floor: float = 1e-5  # magnitude floor inside the mel loss's log (MultiScaleMelLoss.floor)
+    stft_floor: float = 1e-7  # magnitude floor inside the STFT loss's log
     grad_clip: float = 1.0
     max_minutes: float = 30.0
     ckpt_every: int = 100
@@ -62,6 +68,13 @@ class AudioTrainLoopConfig:
     log_every: int = 10
     seed: int = 0
     bf16: bool = True
+    # Decoder-only fine-tune: the encoder and the codebooks are frozen, so every code (and every
+    # token an LM was trained on) keeps its meaning; only the decoder (and the discriminator) learn.
+    # Quantizer dropout is kept: each batch decodes a random number of levels, 1..num_quantizers.
+    train_decoder_only: bool = False
+    # Step at which the warm-up + cosine schedule starts (0: the run's start). A fine-tune resumed
+    # from a parent checkpoint at step S sets it to S to get a fresh schedule over S .. steps.
+    schedule_from: int = 0
 
 
 @dataclass
@@ -234,11 +247,15 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     model = AudioCodec(cfg.model).train()
+    if tc.train_decoder_only:
+        model.encoder.requires_grad_(False)
+        model.rvq.requires_grad_(False)
     disc = MultiScaleSTFTDiscriminator()
+    # all parameters stay in the optimizer (so checkpoints of either mode load); frozen ones get no grad
     opt_g = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.disc_lr, betas=(0.5, 0.9))
     data = SegmentSampler(cfg.data, model.sample_rate, model.hop_length, tc.seed)
-    mel_loss, stft_loss = MultiScaleMelLoss(model.sample_rate), MultiResolutionSTFTLoss()
+    mel_loss, stft_loss = MultiScaleMelLoss(model.sample_rate, floor=tc.mel_floor), MultiResolutionSTFTLoss(floor=tc.stft_floor)
     mgr = CheckpointManager(run / "checkpoints", keep=2)
     log = MetricsLogger(run)
     guard = NonFiniteGuard()
@@ -264,10 +281,10 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="audio codec")
     while step < tc.steps and (time.time() - t0) / 60 < tc.max_minutes:
         x = data.batch(tc.batch_size)  # (B, 1, n)
-        set_lr(opt_g, cosine_lr(step, tc.lr, tc.warmup, tc.steps))
+        set_lr(opt_g, cosine_lr(max(0, step - tc.schedule_from), tc.lr, tc.warmup, tc.steps - tc.schedule_from))
         adv = step >= tc.adv_start
         with autocast("cpu", tc.bf16):
-            out = model(x)
+            out = decoder_only_forward(model, x) if tc.train_decoder_only else model(x)
             y = out.wav.float()
             l_mel, l_stft = mel_loss(y, x), stft_loss(y, x)
             l_wave = (y - x).abs().mean()
@@ -314,6 +331,21 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
     write_samples(model, eval_wav, run / "samples" / "final")
     model.save_pretrained(cfg.export_dir or run / "final")
     return model
+
+
+def decoder_only_forward(model: AudioCodec, wav: torch.Tensor) -> CodecOutput:
+    """Training pass of a decoder-only fine-tune: frozen inference-path codes -> trainable decoder.
+
+    The codes come from :meth:`AudioCodec.encode` (no grad, no codebook update), exactly as token
+    extraction computes them; the number of levels is drawn uniformly from 1..num_quantizers per
+    batch (quantizer dropout), so the decoder keeps serving every bitrate.
+    """
+    q = int(torch.randint(1, model.num_quantizers + 1, ()).item())
+    codes = model.encode(wav, kbps=model.kbps_for_quantizers(q))  # (B, q, n), no grad
+    with torch.no_grad():
+        lat = model.codes_to_latent(codes).float()
+    wav_hat = model.decoder(lat)
+    return CodecOutput(wav=wav_hat, codes=codes, commit_loss=torch.zeros(()))
 
 
 @torch.no_grad()
