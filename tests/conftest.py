@@ -22,7 +22,7 @@ def media_dir() -> Path:
     return root
 
 
-def _kill_resume_and_compare_runs(cmd, a: Path, b: Path, env: dict, stop_args: tuple[str, ...], timeout: int = 600,
+def _run_killed_resumed_and_straight(cmd, a: Path, b: Path, env: dict, stop_args: tuple[str, ...], timeout: int = 600,
                                   after_kill=None):
     """Run ``cmd(b)`` straight through while ``cmd(a, *stop_args)`` is stopped after step 2 (exit 17)
     and ``cmd(a)`` resumes it; asserts the exits and the "resumed from ... at step 2" message.
@@ -48,6 +48,6 @@ def _kill_resume_and_compare_runs(cmd, a: Path, b: Path, env: dict, stop_args: t
 
 @pytest.fixture
 def killed_and_straight_runs():
-    """``run(cmd, a, b, env, stop_args)``: a training run killed after step 2 and resumed in ``a``, the
+    """``run(cmd, a, b, env, stop_args, timeout=, after_kill=)``: a run killed after step 2 and resumed in ``a``, the
     same run uninterrupted in ``b`` (in parallel); the test then compares what the two wrote."""
-    return _kill_resume_and_compare_runs
+    return _run_killed_resumed_and_straight

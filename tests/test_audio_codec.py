@@ -254,3 +254,18 @@ def test_loss_floor_sets_how_quiet_a_bin_still_counts():
     assert MultiResolutionSTFTLoss(floor=1e-2)(y, x) < 0.05 < MultiResolutionSTFTLoss(floor=1e-9)(y, x)
     # the same floor still sees a tone played 20 dB too quietly
     assert MultiScaleMelLoss(floor=1e-3)(0.1 * x, x) > 0.5
+
+
+def test_decoder_only_without_a_parent_checkpoint_is_refused(tmp_path):
+    from kinema.config import from_dict
+    from kinema.errors import ConfigError
+    from kinema.tokenizers.audio_trainer import AudioTrainConfig, train_audio_codec
+
+    base = {"run_dir": str(tmp_path / "run"), "model": {**AudioCodecConfig.preset("tiny").__dict__},
+            "data": {"segment_seconds": 0.1, "synthetic_fraction": 1.0, "synthetic_seeds": 0}}
+    cfg = from_dict(AudioTrainConfig, {**base, "train": {"steps": 2, "train_decoder_only": True}})
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train_audio_codec(cfg, progress=False)
+    cfg = from_dict(AudioTrainConfig, {**base, "train": {"steps": 2, "schedule_from": 5}})
+    with pytest.raises(ConfigError, match="schedule_from"):
+        train_audio_codec(cfg, progress=False)

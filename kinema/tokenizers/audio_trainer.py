@@ -243,6 +243,8 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
     from tqdm import tqdm
 
     tc = cfg.train
+    if not 0 <= tc.schedule_from < max(1, tc.steps):
+        raise ConfigError(f"train.schedule_from ({tc.schedule_from}) must be in [0, train.steps={tc.steps})")
     torch.manual_seed(tc.seed)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -261,6 +263,9 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
     guard = NonFiniteGuard()
     step = 0
     ck = mgr.load_latest()
+    if ck is None and tc.train_decoder_only:
+        raise ConfigError(f"train.train_decoder_only fine-tunes a trained codec's decoder, but {mgr.root} holds no "
+                          "checkpoint: copy the parent run's last checkpoint there first (see scripts/train_default.sh)")
     if ck is not None:
         model.load_state_dict(ck.modules["model"])
         disc.load_state_dict(ck.modules["disc"])
