@@ -35,11 +35,26 @@ def init_distributed() -> tuple[int, int, torch.device]:
             port = s.getsockname()[1]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if cpu:
+        _skip_shared_memory_allreduce(deepspeed)
     deepspeed.init_distributed(dist_backend="gloo" if cpu else "nccl")
     device = torch.device("cpu") if cpu else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if not cpu:
         torch.cuda.set_device(device)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def _skip_shared_memory_allreduce(deepspeed) -> None:
+    """Keep DeepSpeed from building and starting its CPU shared-memory all-reduce kernel.
+
+    Training all-reduces go through gloo; the kernel only serves tensor-parallel inference. Starting it
+    costs a C++ compile on a fresh machine, spins in a busy loop until every peer's segment exists
+    (with more ranks than cores that starves the ranks it waits for), and leaves a 69 MB segment per
+    rank in /dev/shm that is never unlinked. DeepSpeed reads op compatibility from one cached dict
+    (``deepspeed.ops.__compatible_ops__``); marking the kernel incompatible there makes it fall back.
+    """
+    ops = deepspeed.ops.__compatible_ops__
+    ops["deepspeed_shm_comm"] = False
 
 
 def all_finite(loss: torch.Tensor, world: int) -> bool:

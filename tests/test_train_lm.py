@@ -49,9 +49,13 @@ def test_two_process_kill_resume_matches_uninterrupted(tmp_path):
     if shutil.which("deepspeed") is None and not _has_module("deepspeed"):
         pytest.skip("deepspeed not installed")
     common = ("train.steps=6", "train.ckpt_every=3", "train.log_every=1", "train.eval_every=6")
+    shm_before = _shared_memory_segments()
     # the uninterrupted run goes in parallel with the one that is killed and resumed
-    straight_proc = subprocess.Popen(_cmd(tmp_path / "b", *common), env=_env(), cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # its output goes to a file: an unread pipe fills up and would stall it mid-run
+    straight_log = tmp_path / "straight.log"
+    with straight_log.open("w") as log:
+        straight_proc = subprocess.Popen(_cmd(tmp_path / "b", *common), env=_env(), cwd=REPO,
+                                         stdout=log, stderr=subprocess.STDOUT)
     killed = _launch(tmp_path / "a", *common, "train.stop_after=3")
     assert killed.returncode != 0, "the simulated crash must end the run"
     assert (tmp_path / "a" / "ds_checkpoints" / "step_00000003").is_dir(), killed.stdout[-3000:] + killed.stderr[-3000:]
@@ -59,8 +63,8 @@ def test_two_process_kill_resume_matches_uninterrupted(tmp_path):
     resumed = _launch(tmp_path / "a", *common)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
-    out, _ = straight_proc.communicate(timeout=600)
-    assert straight_proc.returncode == 0, out[-3000:]
+    straight_proc.wait(timeout=600)
+    assert straight_proc.returncode == 0, straight_log.read_text()[-3000:]
     wa = load_file(str(tmp_path / "a" / "final" / "model.safetensors"))
     wb = load_file(str(tmp_path / "b" / "final" / "model.safetensors"))
     assert wa.keys() == wb.keys()
@@ -71,6 +75,8 @@ def test_two_process_kill_resume_matches_uninterrupted(tmp_path):
     la = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("train_loss") for r in la] == [r.get("train_loss") for r in lb]  # log continues cleanly
+    # training leaves nothing behind in /dev/shm (DeepSpeed's shared-memory all-reduce stays off on CPU)
+    assert _shared_memory_segments() <= shm_before
 
 
 def test_single_process_learns_and_exports(tmp_path):
@@ -103,6 +109,11 @@ def test_bad_config_is_one_clear_line(tmp_path):
                        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "train_lm: error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def _shared_memory_segments() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.glob("deepspeed_*")} if shm.is_dir() else set()
 
 
 def _has_module(name: str) -> bool:
