@@ -213,8 +213,8 @@ def test_trainer_runs_resumes_and_exports(tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def test_decoder_only_finetune_keeps_every_code(tmp_path):
-    """train_decoder_only resumes a parent run, changes the decoder and leaves codes untouched."""
+def _train_parent_then(tmp_path, **finetune) -> tuple[AudioCodec, AudioCodec]:
+    """A 3-step parent run, then 3 more steps with ``finetune`` set in cfg.train: (parent, child)."""
     from kinema.checkpoint import CheckpointManager
     from kinema.config import from_dict
     from kinema.tokenizers.audio_trainer import AudioTrainConfig, train_audio_codec, write_wav
@@ -231,18 +231,58 @@ def test_decoder_only_finetune_keeps_every_code(tmp_path):
     parent = AudioCodec(cfg.model)
     parent.load_state_dict(CheckpointManager(tmp_path / "run" / "checkpoints").load_latest().modules["model"])
     parent.eval()
-    cfg.train.steps, cfg.train.train_decoder_only, cfg.train.schedule_from = 6, True, 3
+    cfg.train.steps, cfg.train.schedule_from = 6, 3
     cfg.train.mel_floor, cfg.train.stft_floor = 1e-3, 1e-4
+    for k, v in finetune.items():
+        setattr(cfg.train, k, v)
     train_audio_codec(cfg, progress=False)
     child = AudioCodec(cfg.model)
     child.load_state_dict(CheckpointManager(tmp_path / "run" / "checkpoints").load_latest().modules["model"])
     child.eval()
+    return parent, child
+
+
+def test_decoder_only_finetune_keeps_every_code(tmp_path):
+    """train_decoder_only resumes a parent run, changes the decoder and leaves codes untouched."""
+    parent, child = _train_parent_then(tmp_path, train_decoder_only=True)
     ps, cs = parent.state_dict(), child.state_dict()
     assert all(torch.equal(ps[k], cs[k]) for k in ps if not k.startswith("decoder.")), "encoder or codebooks moved"
     assert any(not torch.equal(ps[k], cs[k]) for k in ps if k.startswith("decoder.")), "decoder did not train"
     x = noise(1600, b=2, seed=3) * 0.3
     for kbps in (None, child.kbps_for_quantizers(1)):
         assert torch.equal(parent.encode(x, kbps=kbps), child.encode(x, kbps=kbps))
+
+
+def test_frozen_codebook_finetune_keeps_every_code_vector(tmp_path):
+    """freeze_codebooks trains encoder and decoder; every codebook entry (and its EMA state) stays put."""
+    parent, child = _train_parent_then(tmp_path, freeze_codebooks=True)
+    ps, cs = parent.state_dict(), child.state_dict()
+    assert all(torch.equal(ps[k], cs[k]) for k in ps if k.startswith("rvq.")), "codebooks moved"
+    for part in ("encoder.", "decoder."):
+        assert any(not torch.equal(ps[k], cs[k]) for k in ps if k.startswith(part)), f"{part} did not train"
+    codes = torch.randint(0, child.codebook_size, (1, child.num_quantizers, 7))
+    assert torch.equal(parent.codes_to_latent(codes), child.codes_to_latent(codes))  # old tokens mean the same
+
+
+def test_frozen_codebook_forward_is_straight_through():
+    """The training pass decodes the inference path's codes, and its gradient reaches the encoder."""
+    from kinema.tokenizers.audio_trainer import frozen_codebook_forward
+
+    torch.manual_seed(0)
+    model = AudioCodec(AudioCodecConfig.preset("tiny")).train()
+    model.rvq.requires_grad_(False)
+    x = noise(1600, b=2, seed=4) * 0.3
+    out = frozen_codebook_forward(model, x)
+    q = out.codes.shape[1]
+    assert 1 <= q <= model.num_quantizers
+    with torch.no_grad():
+        z = model.encoder(x).float()
+        assert torch.equal(out.codes, model._quantize_indices(z, q))
+        torch.testing.assert_close(out.wav, model.decoder(model.codes_to_latent(out.codes)), atol=1e-5, rtol=1e-4)
+    (out.wav.pow(2).mean() + out.commit_loss).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters() if p.dim() > 1)
+    assert all(p.grad is None for p in model.rvq.parameters())
+    assert out.commit_loss > 0
 
 
 def test_loss_floor_sets_how_quiet_a_bin_still_counts():
@@ -256,16 +296,17 @@ def test_loss_floor_sets_how_quiet_a_bin_still_counts():
     assert MultiScaleMelLoss(floor=1e-3)(0.1 * x, x) > 0.5
 
 
-def test_decoder_only_without_a_parent_checkpoint_is_refused(tmp_path):
+def test_finetune_without_a_parent_checkpoint_is_refused(tmp_path):
     from kinema.config import from_dict
     from kinema.errors import ConfigError
     from kinema.tokenizers.audio_trainer import AudioTrainConfig, train_audio_codec
 
     base = {"run_dir": str(tmp_path / "run"), "model": {**AudioCodecConfig.preset("tiny").__dict__},
             "data": {"segment_seconds": 0.1, "synthetic_fraction": 1.0, "synthetic_seeds": 0}}
-    cfg = from_dict(AudioTrainConfig, {**base, "train": {"steps": 2, "train_decoder_only": True}})
-    with pytest.raises(ConfigError, match="no checkpoint"):
-        train_audio_codec(cfg, progress=False)
+    for mode in ("train_decoder_only", "freeze_codebooks"):
+        cfg = from_dict(AudioTrainConfig, {**base, "train": {"steps": 2, mode: True}})
+        with pytest.raises(ConfigError, match=f"{mode} fine-tunes a trained codec, but .* no checkpoint"):
+            train_audio_codec(cfg, progress=False)
     cfg = from_dict(AudioTrainConfig, {**base, "train": {"steps": 2, "schedule_from": 5}})
     with pytest.raises(ConfigError, match="schedule_from"):
         train_audio_codec(cfg, progress=False)

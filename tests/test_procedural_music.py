@@ -61,6 +61,25 @@ def test_sampler_refuses_bad_mix_settings(tmp_path):
     from kinema.errors import ConfigError
     from kinema.tokenizers.audio_trainer import AudioDataConfig, SegmentSampler
 
-    for bad in (dict(synthetic_fraction=0.6, music_fraction=0.6), dict(music_fraction=-0.1), dict(speed_perturb=2.0)):
+    for bad in (dict(synthetic_fraction=0.6, music_fraction=0.6), dict(music_fraction=-0.1), dict(speed_perturb=2.0),
+                dict(synthetic_fraction=0.5, music_fraction=0.3, tone_fraction=0.3), dict(tone_fraction=-0.1)):
         with pytest.raises(ConfigError):
             SegmentSampler(AudioDataConfig(folders=[str(tmp_path)], **bad), 16000, 320, seed=0)
+
+
+def test_steady_tones_hold_a_few_pure_frequencies(tmp_path):
+    """The tone source: 1-3 sinusoids that ring through the segment, at the sampler's share."""
+    from kinema.tokenizers.audio_trainer import AudioDataConfig, SegmentSampler, steady_tones, write_wav
+
+    rng = random.Random(3)
+    for _ in range(5):
+        x = steady_tones(rng, 16000, 16000)
+        assert x.shape == (16000,) and torch.isfinite(x).all() and 0.99 < float(x.abs().max()) <= 1.0
+        spec = torch.fft.rfft(x * torch.hann_window(16000)).abs().pow(2)
+        top = spec.topk(3 * 7).values.sum()  # up to three peaks, a few bins wide each
+        assert top / spec.sum() > 0.9  # nearly all the energy sits at a few frequencies
+    write_wav(tmp_path / "noise.wav", 0.3 * torch.randn(16000, generator=torch.Generator().manual_seed(0)), 16000)
+    cfg = AudioDataConfig(folders=[str(tmp_path)], synthetic_fraction=0.0, tone_fraction=0.5, segment_seconds=0.2)
+    sampler = SegmentSampler(cfg, 16000, 320, seed=0)
+    kinds = [sampler._source() for _ in range(400)]
+    assert 0.4 < kinds.count("tone") / 400 < 0.6 and set(kinds) == {"tone", "real"}

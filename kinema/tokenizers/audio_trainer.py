@@ -7,6 +7,8 @@ quantizer runs in fp32. Resumes from the newest verified checkpoint in ``run_dir
 
 ``train.train_decoder_only`` fine-tunes only the decoder of a trained codec (start from its
 checkpoint): codes are computed by the frozen inference path, so tokens extracted before stay valid.
+``train.freeze_codebooks`` fine-tunes encoder and decoder around the trained codec's fixed codebooks:
+each code vector keeps its meaning (the decoder still renders old tokens), the encoder picks new codes.
 ``train.schedule_from`` restarts the warm-up + cosine schedule at the parent's last step.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ class AudioDataConfig:
     min_gain: float = 0.2
     music_fraction: float = 0.0  # share of procedural instrument phrases (kinema.data.procedural_music)
     speed_perturb: float = 0.0  # real clips are resampled by a random factor in [1/(1+s), 1+s] (pitch and tempo)
+    tone_fraction: float = 0.0  # share of steady sinusoids (steady_tones): ringing partials, whistles
 
 
 @dataclass
@@ -72,6 +75,10 @@ class AudioTrainLoopConfig:
     # token an LM was trained on) keeps its meaning; only the decoder (and the discriminator) learn.
     # Quantizer dropout is kept: each batch decodes a random number of levels, 1..num_quantizers.
     train_decoder_only: bool = False
+    # Encoder + decoder fine-tune around fixed codebooks (no EMA update): every code vector keeps
+    # its meaning, so tokens extracted before still decode, but the encoder may pick other codes for
+    # the same audio (re-extract tokens to train an LM on the new encoder's codes).
+    freeze_codebooks: bool = False
     # Step at which the warm-up + cosine schedule starts (0: the run's start). A fine-tune resumed
     # from a parent checkpoint at step S sets it to S to get a fresh schedule over S .. steps.
     schedule_from: int = 0
@@ -153,13 +160,33 @@ def bounce_tones(rng: random.Random, n: int, sample_rate: int) -> torch.Tensor:
     return out / out.abs().max().clamp_min(1.0)
 
 
+def steady_tones(rng: random.Random, n: int, sample_rate: int) -> torch.Tensor:
+    """One to three sustained sinusoids (40 Hz .. 6 kHz, log-uniform) with slow decays and random phases.
+
+    What a bar's ringing partial or a whistle looks like to the codec: a frame-rate-incommensurate
+    frequency held for many frames, which a convolutional decoder can only render by carrying the
+    phase from frame to frame (a constant latent gives harmonics of the frame rate only).
+    """
+    t = torch.arange(n) / sample_rate
+    out = torch.zeros(n)
+    for _ in range(rng.randint(1, 3)):
+        f = math.exp(rng.uniform(math.log(40.0), math.log(6000.0)))
+        start = rng.uniform(-1.0, 0.5 * n / sample_rate)  # most start before the segment: already ringing
+        tt = (t - start).clamp_min(0)
+        env = torch.exp(-rng.uniform(0.0, 4.0) * tt) * (t >= start)
+        out += rng.uniform(0.2, 1.0) * env * torch.sin(2 * math.pi * f * tt + rng.uniform(0, 2 * math.pi))
+    return out / out.abs().max().clamp_min(1e-4)
+
+
 class SegmentSampler:
     """Random fixed-length segments from real recordings and synthetic-world audio."""
 
     def __init__(self, cfg: AudioDataConfig, sample_rate: int, hop: int, seed: int):
-        if not (cfg.music_fraction >= 0 and cfg.synthetic_fraction >= 0 and cfg.synthetic_fraction + cfg.music_fraction <= 1):
-            raise ConfigError(f"data.synthetic_fraction ({cfg.synthetic_fraction}) and data.music_fraction "
-                              f"({cfg.music_fraction}) must be >= 0 and sum to at most 1")
+        fractions = (cfg.synthetic_fraction, cfg.music_fraction, cfg.tone_fraction)
+        if min(fractions) < 0 or sum(fractions) > 1:
+            raise ConfigError(f"data.synthetic_fraction ({cfg.synthetic_fraction}), data.music_fraction "
+                              f"({cfg.music_fraction}) and data.tone_fraction ({cfg.tone_fraction}) must be >= 0 "
+                              "and sum to at most 1")
         if not 0 <= cfg.speed_perturb <= 1:
             raise ConfigError(f"data.speed_perturb must be in [0, 1] (speeds 1/(1+s) .. 1+s), got {cfg.speed_perturb}")
         self.cfg = cfg
@@ -196,21 +223,25 @@ class SegmentSampler:
         return AF.resample(crop, 100, new_rate)[16: 16 + self.n]
 
     def _source(self) -> str:
-        """Which kind of audio the next segment is: "synthetic", "music" or "real"."""
+        """Which kind of audio the next segment is: "synthetic", "music", "tone" or "real"."""
         cfg = self.cfg
-        if cfg.music_fraction <= 0:  # the draws of runs made before the music source existed
+        if cfg.music_fraction <= 0 and cfg.tone_fraction <= 0:  # the draws of runs made before those sources existed
             return "synthetic" if not self.clips or self.rng.random() < cfg.synthetic_fraction else "real"
         u = self.rng.random()
         if u < cfg.synthetic_fraction:
             return "synthetic"
         if u < cfg.synthetic_fraction + cfg.music_fraction:
             return "music"
+        if u < cfg.synthetic_fraction + cfg.music_fraction + cfg.tone_fraction:
+            return "tone"
         return "real" if self.clips else "synthetic"
 
     def _one(self) -> torch.Tensor:
         source = self._source()
         if source == "music":
             seg = procedural_music(self.rng, self.n, self.sr)
+        elif source == "tone":
+            seg = steady_tones(self.rng, self.n, self.sr)
         elif source == "synthetic":
             seg = None
             for _ in range(8 if self.synth else 0):  # synthetic clips are mostly silence between bounces
@@ -251,6 +282,7 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
     model = AudioCodec(cfg.model).train()
     if tc.train_decoder_only:
         model.encoder.requires_grad_(False)
+    if tc.train_decoder_only or tc.freeze_codebooks:
         model.rvq.requires_grad_(False)
     disc = MultiScaleSTFTDiscriminator()
     # all parameters stay in the optimizer (so checkpoints of either mode load); frozen ones get no grad
@@ -263,8 +295,9 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
     guard = NonFiniteGuard()
     step = 0
     ck = mgr.load_latest()
-    if ck is None and tc.train_decoder_only:
-        raise ConfigError(f"train.train_decoder_only fine-tunes a trained codec's decoder, but {mgr.root} holds no "
+    if ck is None and (tc.train_decoder_only or tc.freeze_codebooks):
+        mode = "train_decoder_only" if tc.train_decoder_only else "freeze_codebooks"
+        raise ConfigError(f"train.{mode} fine-tunes a trained codec, but {mgr.root} holds no "
                           "checkpoint: copy the parent run's last checkpoint there first (see scripts/train_default.sh)")
     if ck is not None:
         model.load_state_dict(ck.modules["model"])
@@ -289,7 +322,12 @@ def train_audio_codec(cfg: AudioTrainConfig, progress: bool = True) -> AudioCode
         set_lr(opt_g, cosine_lr(max(0, step - tc.schedule_from), tc.lr, tc.warmup, tc.steps - tc.schedule_from))
         adv = step >= tc.adv_start
         with autocast("cpu", tc.bf16):
-            out = decoder_only_forward(model, x) if tc.train_decoder_only else model(x)
+            if tc.train_decoder_only:
+                out = decoder_only_forward(model, x)
+            elif tc.freeze_codebooks:
+                out = frozen_codebook_forward(model, x)
+            else:
+                out = model(x)
             y = out.wav.float()
             l_mel, l_stft = mel_loss(y, x), stft_loss(y, x)
             l_wave = (y - x).abs().mean()
@@ -351,6 +389,31 @@ def decoder_only_forward(model: AudioCodec, wav: torch.Tensor) -> CodecOutput:
         lat = model.codes_to_latent(codes).float()
     wav_hat = model.decoder(lat)
     return CodecOutput(wav=wav_hat, codes=codes, commit_loss=torch.zeros(()))
+
+
+def frozen_codebook_forward(model: AudioCodec, wav: torch.Tensor) -> CodecOutput:
+    """Training pass with frozen codebooks: trainable encoder -> fixed greedy RVQ -> trainable decoder.
+
+    The codebooks are not updated (no EMA step, no gradient), so every code vector keeps its
+    meaning and a decoder trained this way still renders the codes an LM was trained on; the
+    encoder learns to pick better codes. Codes are the inference path's greedy residual indices;
+    the decoder sees them through a straight-through estimator (its gradient reaches the encoder
+    unchanged), and the SoundStream commitment loss pulls each level's residual towards its code.
+    The number of levels is drawn uniformly from 1..num_quantizers per batch (quantizer dropout).
+    """
+    q = int(torch.randint(1, model.num_quantizers + 1, ()).item())
+    z = model.encoder(wav)  # (B, D, n)
+    with torch.autocast(device_type=wav.device.type, enabled=False):
+        z = z.float()
+        codes = model._quantize_indices(z.detach(), q)  # (B, q, n)
+        commit, approx = z.new_zeros(()), torch.zeros_like(z)
+        for i in range(q):  # level i's residual is z minus the codes of the levels before it
+            code = model.rvq.layers[i]._codebook.embed[0].float()[codes[:, i]].transpose(1, 2).detach()  # (B, D, n)
+            commit = commit + (z - approx - code).pow(2).mean()
+            approx = approx + code
+        zq = z + (approx - z).detach()
+    wav_hat = model.decoder(zq)
+    return CodecOutput(wav=wav_hat, codes=codes, commit_loss=commit)
 
 
 @torch.no_grad()
