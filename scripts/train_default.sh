@@ -13,6 +13,8 @@
 #      codebooks frozen so the codes do not change, raised loss floors): 9900 -> 20000 steps (~45 min:
 #      16 min on 1 thread sharing the CPU, then 2 threads), then a second cosine cycle 20000 -> 28000
 #      at lr 2e-4 (35 min, 2 threads) ........................................................ ~80 min
+#   3d. audio codec encoder + decoder fine-tune (configs/audio_codec/small_encoder.yaml: codebooks
+#      fixed so every code keeps its meaning, 28000 -> 36000 steps, 3.3 steps/s on 2 threads) .. ~42 min
 #   4. video tokenizer (configs/video_tokenizer/small.yaml: 4000 steps, GAN from 3000, EMA) ... ~60 min on the
 #      loaded CPU (3.2 steps/s on 1 thread when the machine is quiet: ~21 min)
 #   4b. video tokenizer stage 2 (configs/video_tokenizer/small_objects.yaml: 3000 steps on full
@@ -60,7 +62,13 @@ if [ "${RETRAIN_TOKENIZERS:-0}" = 1 ]; then
   fi
   python scripts/train_audio_codec.py --threads 2 configs/audio_codec/small_decoder.yaml
   python scripts/train_audio_codec.py --threads 2 configs/audio_codec/small_decoder.yaml \
-    train.schedule_from=20000 train.steps=28000 train.lr=2e-4 train.max_minutes=40 \
+    train.schedule_from=20000 train.steps=28000 train.lr=2e-4 train.max_minutes=40
+  stage "3d. audio codec encoder + decoder fine-tune around the fixed codebooks"
+  if [ ! -d runs/audio_codec_encoder/checkpoints ]; then
+    mkdir -p runs/audio_codec_encoder/checkpoints
+    cp -r "$(ls -d runs/audio_codec_decoder/checkpoints/step_* | tail -1)" runs/audio_codec_encoder/checkpoints/
+  fi
+  python scripts/train_audio_codec.py --threads 2 configs/audio_codec/small_encoder.yaml \
     export_dir=kinema/assets/kinema-tiny/audio_codec
   stage "4. video tokenizer"
   python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small.yaml
