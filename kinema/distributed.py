@@ -53,8 +53,9 @@ def _skip_shared_memory_allreduce(deepspeed) -> None:
     rank in /dev/shm that is never unlinked. DeepSpeed reads op compatibility from one cached dict
     (``deepspeed.ops.__compatible_ops__``); marking the kernel incompatible there makes it fall back.
     """
-    ops = deepspeed.ops.__compatible_ops__
-    ops["deepspeed_shm_comm"] = False
+    ops = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(ops, dict):  # DeepSpeed versions without the kernel have nothing to turn off
+        ops["deepspeed_shm_comm"] = False
 
 
 def all_finite(loss: torch.Tensor, world: int) -> bool:
