@@ -26,7 +26,9 @@
 #      (the shipped LM instead started from the LM trained on stage-1 tokens, init_from=..., and
 #      trained 27 min on the stage-2 tokens: train.steps=2200 train.lr=1.5e-3 train.max_minutes=27;
 #      then, on the tokens of the music-fine-tuned audio codec, init_from=<that LM> train.steps=4400
-#      train.lr=1.5e-3 train.max_minutes=48: 4080 steps, held-out loss 1.48)
+#      train.lr=1.5e-3 train.max_minutes=48: 4080 steps, held-out loss 1.48). Those tokens came from
+#      the stage-3b encoder; stages 3c and 3d keep the codebooks, so the shipped LM's codes still
+#      decode (16-prompt eval unchanged), but a rerun of this script extracts the stage-3d codes.
 #   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
