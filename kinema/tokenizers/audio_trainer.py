@@ -406,11 +406,10 @@ def frozen_codebook_forward(model: AudioCodec, wav: torch.Tensor) -> CodecOutput
     with torch.autocast(device_type=wav.device.type, enabled=False):
         z = z.float()
         codes = model._quantize_indices(z.detach(), q)  # (B, q, n)
-        commit, approx = z.new_zeros(()), torch.zeros_like(z)
-        for i in range(q):  # level i's residual is z minus the codes of the levels before it
-            code = model.rvq.layers[i]._codebook.embed[0].float()[codes[:, i]].transpose(1, 2).detach()  # (B, D, n)
-            commit = commit + (z - approx - code).pow(2).mean()
-            approx = approx + code
+        commit = z.new_zeros(())
+        for i in range(1, q + 1):  # level i's residual minus its code = z minus the codes of levels 1..i
+            approx = model.codes_to_latent(codes[:, :i]).float().detach()  # (B, D, n)
+            commit = commit + (z - approx).pow(2).mean()
         zq = z + (approx - z).detach()
     wav_hat = model.decoder(zq)
     return CodecOutput(wav=wav_hat, codes=codes, commit_loss=commit)
