@@ -179,6 +179,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--out", default="runs/eval", help="report directory")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's pipeline.json)")
     p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="judge frames refined by the diffusion decoder head (default: the model's pipeline.json)")
@@ -197,8 +199,15 @@ def _run_eval(args) -> int:
             exclude = {_json.loads(line)["caption"] for line in f if line.strip()}
     pipe = _pipeline(args)
     gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
-                                             top_k=args.top_k, backend=args.backend, refine=args.refine)
-    summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt)
+                                             top_k=args.top_k, guidance_scale=args.guidance,
+                                             backend=args.backend, refine=args.refine)
+    c = pipe.config
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    settings = {"backend": args.backend, "guidance_scale": pick(args.guidance, c.guidance_scale),
+                "temperature": pick(args.temperature, c.temperature), "top_k": pick(args.top_k, c.top_k),
+                "refine": pick(args.refine, c.refine and pipe.diffusion_decoder is not None)}
+    summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
+                                settings=settings)
     print(_json.dumps(summary))
     return 0
 

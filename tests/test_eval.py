@@ -129,3 +129,30 @@ def test_frechet_distance_and_classifier_features():
     assert x.shape == (3, 8, 32, 32) and x.min() >= -1 and x.max() <= 1
     out = clf(x[None])
     assert clf.features(x[None]).shape == (1, 8) and out["color"].shape == (1, 8) and out["shape"].shape == (1, 3)
+
+
+def test_frechet_distance_with_fewer_clips_than_dimensions_matches_the_eigenvalue_form():
+    """Singular covariances (N < D, the usual case here) give the exact value, without a matrix sqrt."""
+    from kinema.eval.frechet import frechet_distance
+
+    rng = np.random.default_rng(3)
+    a, b = np.maximum(rng.normal(size=(12, 40)), 0), np.maximum(rng.normal(size=(12, 40)) * 2 - 0.5, 0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ev = np.linalg.eigvals(s1 @ s2).real.clip(min=0)
+    want = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(ev).sum()
+    assert abs(frechet_distance(a, b) - want) < 1e-6 * want
+    assert abs(frechet_distance(a, a)) < 1e-6
+
+
+def test_frechet_vs_real_puts_renders_at_the_floor_and_noise_far_above():
+    from kinema.eval.run import frechet_vs_real
+
+    g = torch.Generator().manual_seed(0)
+    renders = [generate(900 + i, size=(96, 96), seconds=2.0).frames for i in range(8)]
+    noise = [torch.randint(0, 256, (16, 96, 96, 3), generator=g, dtype=torch.uint8) for _ in range(8)]
+    r = frechet_vs_real(renders, n_real=64, floor_sets=2)
+    n = frechet_vs_real(noise, n_real=64, floor_sets=2)
+    lo, hi = r["frechet_real_vs_real_range"]
+    assert 0 <= lo <= r["frechet_real_vs_real"] <= hi and r["n_generated"] == 8 and r["n_real"] == 64
+    assert r["frechet_generated_vs_real"] < 1.5 * hi
+    assert n["frechet_generated_vs_real"] > 3 * r["frechet_real_vs_real"]
