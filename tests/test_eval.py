@@ -156,3 +156,18 @@ def test_frechet_vs_real_puts_renders_at_the_floor_and_noise_far_above():
     assert 0 <= lo <= r["frechet_real_vs_real"] <= hi and r["n_generated"] == 8 and r["n_real"] == 64
     assert r["frechet_generated_vs_real"] < 1.5 * hi
     assert n["frechet_generated_vs_real"] > 3 * r["frechet_real_vs_real"]
+
+
+def test_detector_never_reports_white_on_white():
+    """The world draws no white object on a white background, so an off-white patch there is background;
+    the same patch on black is a white object."""
+    from kinema.data.synthetic import BACKGROUNDS, object_colors
+
+    assert "white" not in object_colors("white") and all("white" in object_colors(b) for b in BACKGROUNDS if b != "white")
+    with pytest.raises(ValueError):
+        object_colors("purple")
+    for bg, found in (("white", []), ("black", ["white"])):
+        f = np.full((64, 64, 3), BACKGROUNDS[bg], np.uint8)
+        f[10:30, 10:30] = 242
+        f[40:56, 40:56] = (230, 40, 40)
+        assert sorted(d.color for d in detect_frame(f, bg)) == sorted(found + ["red"])

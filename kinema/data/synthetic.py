@@ -130,6 +130,13 @@ def shape_extent(shape: str, r: float) -> tuple[float, float, float, float]:
     raise ValueError(f"unknown shape {shape!r}")
 
 
+def object_colors(background: str) -> list[str]:
+    """The object colours the world draws on ``background``: all but white on white (too close to tell)."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; valid: {', '.join(BACKGROUNDS)}")
+    return [c for c in COLORS if not (c == "white" and background == "white")]
+
+
 def sample_scene(seed: int, num_objects: int | None = None, aspect: float = 1.0) -> Scene:
     """A random scene, deterministic in ``seed``. Objects have distinct colours."""
     if not MIN_ASPECT <= aspect <= MAX_ASPECT:
@@ -140,8 +147,7 @@ def sample_scene(seed: int, num_objects: int | None = None, aspect: float = 1.0)
     rng = np.random.default_rng(seed)
     n = num_objects or int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
     background = str(rng.choice(list(BACKGROUNDS)))
-    palette = [c for c in COLORS if not (c == "white" and background == "white")]
-    colors = rng.choice(palette, size=n, replace=False)
+    colors = rng.choice(object_colors(background), size=n, replace=False)
     objects = []
     for i in range(n):
         size = str(rng.choice(list(SIZES)))

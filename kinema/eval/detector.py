@@ -3,7 +3,9 @@
 Classic computer vision, no learning: every pixel is assigned to the nearest named colour of the
 synthetic palette (or to the background) when it lies within a tolerance, each colour's mask is
 split into connected components (``scipy.ndimage.label``), and the largest component of each
-colour is one object (the world gives every object a distinct colour). Its shape comes from the
+colour is one object (the world gives every object a distinct colour). Colours the world never
+draws on the frame's background (white on white) are not candidates: near-white pixels of a slightly
+off-white generated background would otherwise count as a white object. An object's shape comes from the
 fill ratio of its bounding box (square ~1.0, circle ~pi/4, triangle ~1/2) together with where the
 mass sits (a triangle pointing up is heavier at the bottom of its box). Works on real renders and,
 with the tolerance, on blurry generated frames.
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from kinema.data.synthetic import BACKGROUNDS, COLORS
+from kinema.data.synthetic import BACKGROUNDS, COLORS, object_colors
 
 __all__ = ["Detection", "detect_frame", "detect_frames", "track_objects", "estimate_background", "classify_shape"]
 
@@ -80,6 +82,8 @@ def detect_frame(frame: np.ndarray, background: str | None = None, tol: float = 
     bg = np.array(BACKGROUNDS[bg_name], np.float32)
     px = frame.reshape(-1, 3).astype(np.float32)  # (N, 3)
     d = np.sqrt(((px[:, None, :] - _PALETTE[None]) ** 2).sum(-1))  # (N, C)
+    allowed = set(object_colors(bg_name))  # the world never draws white on white: such pixels are background
+    d[:, [i for i, c in enumerate(_COLOR_NAMES) if c not in allowed]] = np.inf
     d_bg = np.sqrt(((px - bg) ** 2).sum(-1))  # (N,)
     nearest = d.argmin(1)
     dmin = d[np.arange(len(px)), nearest]
