@@ -78,6 +78,8 @@ def _gen_options(p, seconds: float | None) -> None:
     p.add_argument("--model", default=None, help="model directory (default: the embedded kinema-tiny)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--guidance-plausibility", type=float, default=None,
+                   help="with guidance, keep only tokens at least this fraction as likely as the best (0: off)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -97,6 +99,7 @@ def _pipeline(args):
 
 def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
+               guidance_plausibility=args.guidance_plausibility,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
                refine=args.refine, **kw)
@@ -181,6 +184,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's pipeline.json)")
+    p.add_argument("--guidance-plausibility", type=float, default=None,
+                   help="with guidance, keep only tokens at least this fraction as likely as the best")
     p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="judge frames refined by the diffusion decoder head (default: the model's pipeline.json)")
@@ -200,10 +205,12 @@ def _run_eval(args) -> int:
     pipe = _pipeline(args)
     gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
                                              top_k=args.top_k, guidance_scale=args.guidance,
+                                             guidance_plausibility=args.guidance_plausibility,
                                              backend=args.backend, refine=args.refine)
     c = pipe.config
     pick = lambda given, default: default if given is None else given  # noqa: E731
     settings = {"backend": args.backend, "guidance_scale": pick(args.guidance, c.guidance_scale),
+                "guidance_plausibility": pick(args.guidance_plausibility, c.guidance_plausibility),
                 "temperature": pick(args.temperature, c.temperature), "top_k": pick(args.top_k, c.top_k),
                 "refine": pick(args.refine, c.refine and pipe.diffusion_decoder is not None)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,

@@ -73,6 +73,7 @@ class PipelineConfig:
     decode_context: int = 8  # past latents re-decoded before each new window (bounded: flat cost). With the
     # embedded tokenizer (8 s of Megamind.avi, 64x64) 8 is at most 1/255 off a whole-video decode; 4: up to 18/255
     guidance_scale: float = 1.0
+    guidance_plausibility: float = 0.0  # with guidance: ids below this fraction of the best id's probability are dropped
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -163,7 +164,7 @@ class Pipeline:
     def __call__(self, prompt: str | None = None, *, image: Any = None, video: Any = None, video_after: Any = None,
                  audio: Any = None, task: str | None = None, seconds: float | None = None, fps: float | None = None,
                  size: tuple[int, int] | None = None, guidance_scale: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 guidance_plausibility: float | None = None, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
                  with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
                  keep_partial: bool = False) -> GenerationOutput:
@@ -194,6 +195,7 @@ class Pipeline:
             generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
         self._opts = dict(
             guidance_scale=float(c.guidance_scale if guidance_scale is None else guidance_scale),
+            guidance_plausibility=float(c.guidance_plausibility if guidance_plausibility is None else guidance_plausibility),
             temperature=float(c.temperature if temperature is None else temperature),
             top_k=int(c.top_k if top_k is None else top_k), top_p=float(c.top_p if top_p is None else top_p),
             generator=generator)

@@ -33,6 +33,7 @@
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
 #   8. export bf16 weights into kinema/assets/kinema-tiny/
+#   9. evaluation classifier for the Fréchet distance (4000 clips, 5000 steps, 2 threads) ........ ~9 min
 # No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,4 +110,9 @@ print("wrote kinema/assets/kinema-tiny/lm")
 EOF
 rm -rf kinema/assets/kinema-tiny/dit && cp -r runs/dit_small128/final kinema/assets/kinema-tiny/dit
 rm -rf kinema/assets/kinema-tiny/diffusion_decoder && cp -r runs/dd_small128/final kinema/assets/kinema-tiny/diffusion_decoder
+# kinema/assets/kinema-tiny/pipeline.json (in the repository) holds the generation defaults: refine on and
+# classifier-free guidance 3.0, picked by `kinema eval --guidance {1,2,3,4,6}` (README, Evaluation).
+
+stage "9. evaluation classifier (the Fréchet distance's features; not part of the model)"
+python scripts/train_video_classifier.py --clips 4000 --steps 5000 --batch 32 --lr 2e-3 --out kinema/assets/eval_classifier
 stage "done"

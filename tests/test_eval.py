@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from kinema.data.synthetic import generate
 from kinema.eval.detector import detect_frame, detect_frames
@@ -129,6 +130,28 @@ def test_frechet_distance_and_classifier_features():
     assert x.shape == (3, 8, 32, 32) and x.min() >= -1 and x.max() <= 1
     out = clf(x[None])
     assert clf.features(x[None]).shape == (1, 8) and out["color"].shape == (1, 8) and out["shape"].shape == (1, 3)
+    assert out["count"].shape == (1, 3) and out["background"].shape == (1, 4)
+
+
+def test_classifier_labels_are_what_the_clip_shows():
+    """Presence labels name every object's colour/shape/motion (order-free); loss and accuracy agree with them."""
+    from kinema.data.synthetic import sample_scene
+    from kinema.eval.frechet import (CLASS_HEADS, HEADS, PRESENCE_HEADS, classifier_accuracy, classifier_loss,
+                                     labels_of)
+
+    scene = sample_scene(11, num_objects=3)
+    y = labels_of(scene)
+    assert set(y) == set(HEADS)
+    for k, names in PRESENCE_HEADS.items():
+        assert {n for n, v in zip(names, y[k].tolist()) if v} == {getattr(o, k) for o in scene.objects}
+    assert CLASS_HEADS["count"][int(y["count"])] == "3" and CLASS_HEADS["background"][int(y["background"])] == scene.background
+    batch = {k: v[None] for k, v in y.items()}
+    perfect = {k: (v * 20 - 10) for k, v in batch.items() if k in PRESENCE_HEADS}
+    perfect.update({k: F.one_hot(batch[k], len(CLASS_HEADS[k])).float() * 20 for k in CLASS_HEADS})
+    assert all(a == 1.0 for a in classifier_accuracy(perfect, batch).values())
+    assert float(classifier_loss(perfect, batch)) < 1e-3
+    wrong = {k: -v for k, v in perfect.items()}
+    assert all(a == 0.0 for a in classifier_accuracy(wrong, batch).values()) and float(classifier_loss(wrong, batch)) > 10
 
 
 def test_frechet_distance_with_fewer_clips_than_dimensions_matches_the_eigenvalue_form():

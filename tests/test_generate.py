@@ -147,3 +147,22 @@ def test_sampling_filters():
     assert sample(c, temperature=0).tolist() == [1, 2]
     with pytest.raises(ValueError):
         constrain(logits, 3, 3)
+
+
+def test_cfg_plausibility_drops_ids_the_conditional_branch_finds_unlikely(model, vocab):
+    cond = torch.tensor([[0.0, -8.0, -1.0]])
+    uncond = torch.tensor([[0.0, -20.0, -1.0]])
+    assert int(cfg_mix(cond, uncond, 3.0).argmax()) == 1  # guidance alone picks the implausible id
+    kept = cfg_mix(cond, uncond, 3.0, plausibility=0.1)
+    assert torch.isneginf(kept[0, 1]) and int(kept.argmax()) == 0 and torch.isfinite(kept[0, [0, 2]]).all()
+    assert torch.equal(cfg_mix(cond, uncond, 1.0, plausibility=0.1), cond)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError):
+            cfg_mix(cond, uncond, 3.0, plausibility=bad)
+    # near 1 only the conditional branch's best id survives: guided greedy == conditional greedy
+    s, p = prompt(vocab)
+    u, up = prompt(vocab, text=None)
+    kw = dict(uncond_ids=[u.ids], uncond_positions=[u.positions], uncond_plan=up, temperature=0)
+    cond_ids = generate(model, [s.ids], [s.positions], p, temperature=0)
+    assert torch.equal(generate(model, [s.ids], [s.positions], p, guidance_scale=8.0, guidance_plausibility=0.999, **kw),
+                       cond_ids)

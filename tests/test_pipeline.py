@@ -120,6 +120,10 @@ def test_guidance_and_negative_prompt_run(pipe):
     _check(out, 8)
     plain = pipe("a red circle", seconds=1.0, seed=0)
     assert not torch.equal(out.tokens["video"], plain.tokens["video"])
+    # plausibility near 1 keeps only the conditional branch's best token: guided greedy == plain greedy
+    greedy = pipe("a red circle", seconds=1.0, seed=0, temperature=0.0)
+    kept = pipe("a red circle", seconds=1.0, seed=0, temperature=0.0, guidance_scale=3.0, guidance_plausibility=0.999)
+    assert torch.equal(greedy.tokens["video"], kept.tokens["video"])
 
 
 def test_constant_memory_per_window(pipe):

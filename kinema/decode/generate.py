@@ -93,6 +93,7 @@ def generate(
     uncond_plan: Any = None,
     uncond_prefix_len: Sequence[int] | None = None,
     guidance_scale: float = 1.0,
+    guidance_plausibility: float = 0.0,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -102,7 +103,8 @@ def generate(
 ) -> torch.Tensor:
     """Decode the output tokens of ``plan`` after each prompt; returns ids (B, N) long.
 
-    ``temperature=0`` is greedy. ``max_cache_len`` bounds the KV cache: when it fills, the prompt
+    ``temperature=0`` is greedy. ``guidance_plausibility`` (with guidance) keeps only ids whose
+    conditional probability is at least that fraction of the best id's (see ``cfg_mix``). ``max_cache_len`` bounds the KV cache: when it fills, the prompt
     slots are kept and the oldest generated slots dropped (sliding window), so memory stays
     constant for long outputs. The model must provide ``new_cache``, ``prefill``, ``decode_step``
     and ``cfg.vocab_size`` (see :class:`kinema.lm.model.KinemaLM`).
@@ -165,10 +167,10 @@ def generate(
             out[:, i:j] = torch.tensor(lo[i:j], device=device)
         else:
             step = logits.float()  # (R, V)
-            if use_cfg:
-                step = cfg_mix(step[:B], step[B:], guidance_scale)  # (B, V)
             if lo[i] > 0 or hi[i] < V:
                 step = constrain(step, lo[i], hi[i])
+            if use_cfg:
+                step = cfg_mix(step[:B], step[B:], guidance_scale, guidance_plausibility)  # (B, V)
             out[:, i] = sample(step, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             j = i + 1
         bar.update(j - i)

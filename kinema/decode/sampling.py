@@ -7,6 +7,8 @@ arXiv:2207.12598) applied to logits as in autoregressive image models (e.g. Part
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["cfg_mix", "constrain", "apply_temperature", "top_k_filter", "top_p_filter", "sample"]
@@ -14,15 +16,24 @@ __all__ = ["cfg_mix", "constrain", "apply_temperature", "top_k_filter", "top_p_f
 NEG_INF = float("-inf")
 
 
-def cfg_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+def cfg_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float, plausibility: float = 0.0) -> torch.Tensor:
     """uncond + scale * (cond - uncond); scale 1 gives the conditional logits, 0 the unconditional.
 
-    Ids masked out (-inf) in either input stay masked, never NaN.
+    Ids masked out (-inf) in either input stay masked, never NaN. ``plausibility`` > 0 keeps only
+    ids whose conditional probability is at least that fraction of the most likely id's (the
+    adaptive plausibility constraint of contrastive decoding, Li et al., 2022, arXiv:2210.15097):
+    without it, an id that both branches find unlikely but the unconditional one finds far less
+    likely gets the largest guided logit (cond -8, uncond -20, scale 3: -8 + 2 * 12 = +16).
     """
+    if not 0.0 <= plausibility < 1.0:
+        raise ValueError(f"plausibility must be in [0, 1), got {plausibility}")
     if scale == 1.0:
         return cond
     mixed = uncond + scale * (cond - uncond)
     masked = torch.isneginf(cond) | torch.isneginf(uncond)
+    if plausibility > 0.0:
+        logp = cond.float().log_softmax(-1)
+        masked |= logp < logp.max(-1, keepdim=True).values + math.log(plausibility)
     return mixed.masked_fill(masked, NEG_INF)
 
 

@@ -2,10 +2,11 @@
 3D-conv video classifier trained here (a stand-in for FVD, Unterthiner et al., 2018, whose I3D
 weights we cannot download; the distance itself is the FID formula of Heusel et al., 2017).
 
-The classifier sees 16 frames at 64x64 and predicts, for the first object of the caption, its
-shape (3), colour (8) and motion (7), plus the background (4): four heads on one pooled 128-d
-feature, trained with cross-entropy on freshly rendered synthetic clips
-(``scripts/train_video_classifier.py``). The pooled feature is what the distance compares.
+The classifier sees 16 frames at 64x64 and predicts what is in the clip: which object colours (8),
+shapes (3) and motions (7) are present (multi-label, binary cross-entropy), the background (4) and
+the object count (1-3) (cross-entropy). Every label can be read off the video itself, unlike "the
+first object of the caption". It is trained on freshly rendered synthetic clips
+(``scripts/train_video_classifier.py``); the pooled 128-d feature is what the distance compares.
 """
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ import torch.nn.functional as F
 from kinema.checkpoint import load_pretrained, save_pretrained
 from kinema.data.synthetic import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
-__all__ = ["ClassifierConfig", "VideoClassifier", "clip_input", "labels_of", "frechet_distance", "HEADS"]
+__all__ = ["ClassifierConfig", "VideoClassifier", "clip_input", "labels_of", "classifier_loss", "classifier_accuracy",
+           "frechet_distance", "HEADS", "PRESENCE_HEADS", "CLASS_HEADS"]
 
 KIND = "video_classifier"
-HEADS = {"shape": list(SHAPES), "color": list(COLORS), "motion": list(MOTIONS), "background": list(BACKGROUNDS)}
+PRESENCE_HEADS = {"shape": list(SHAPES), "color": list(COLORS), "motion": list(MOTIONS)}  # multi-label
+CLASS_HEADS = {"background": list(BACKGROUNDS), "count": ["1", "2", "3"]}  # one class each
+HEADS = {**PRESENCE_HEADS, **CLASS_HEADS}
 
 
 @dataclass
@@ -74,10 +78,26 @@ def clip_input(frames: torch.Tensor, cfg: ClassifierConfig) -> torch.Tensor:
     return F.interpolate(x, size=(cfg.size, cfg.size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def labels_of(scene) -> dict[str, int]:
-    o = scene.objects[0]
-    return {"shape": HEADS["shape"].index(o.shape), "color": HEADS["color"].index(o.color),
-            "motion": HEADS["motion"].index(o.motion), "background": HEADS["background"].index(scene.background)}
+def labels_of(scene) -> dict[str, torch.Tensor]:
+    """Targets of one scene: presence vectors (float 0/1) for PRESENCE_HEADS, class indices for CLASS_HEADS."""
+    out = {k: torch.tensor([float(any(getattr(o, k) == v for o in scene.objects)) for v in vals])
+           for k, vals in PRESENCE_HEADS.items()}
+    out["background"] = torch.tensor(CLASS_HEADS["background"].index(scene.background))
+    out["count"] = torch.tensor(CLASS_HEADS["count"].index(str(len(scene.objects))))
+    return out
+
+
+def classifier_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over heads: binary cross-entropy for presence heads, cross-entropy for class heads."""
+    return (sum(F.binary_cross_entropy_with_logits(out[k].float(), target[k]) for k in PRESENCE_HEADS)
+            + sum(F.cross_entropy(out[k].float(), target[k]) for k in CLASS_HEADS))
+
+
+def classifier_accuracy(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per head: the fraction of clips whose whole presence set (or class) is right."""
+    acc = {k: float(((out[k] > 0).float() == target[k]).all(-1).float().mean()) for k in PRESENCE_HEADS}
+    acc.update({k: float((out[k].argmax(-1) == target[k]).float().mean()) for k in CLASS_HEADS})
+    return acc
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
