@@ -199,6 +199,8 @@ class Pipeline:
             temperature=float(c.temperature if temperature is None else temperature),
             top_k=int(c.top_k if top_k is None else top_k), top_p=float(c.top_p if top_p is None else top_p),
             generator=generator)
+        if not 0.0 <= self._opts["guidance_plausibility"] < 1.0:
+            raise ValueError(f"guidance_plausibility must be in [0, 1), got {self._opts['guidance_plausibility']}")
         self._text = self.tt.encode(prompt) if prompt else None
         self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
         self._stats: list[dict[str, Any]] = []
