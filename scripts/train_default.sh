@@ -33,7 +33,8 @@
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
 #   8. export bf16 weights into kinema/assets/kinema-tiny/
-#   9. evaluation classifier for the Fréchet distance (4000 clips, 5000 steps, 2 threads) ........ ~9 min
+#   9. evaluation classifier for the Fréchet distance (4000 clips, 5000 steps, 2 threads; 16 min with
+#      an eval sharing the CPU; the clips are held in RAM, 1.5 GB) ............................ ~16 min
 # No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."

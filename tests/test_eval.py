@@ -194,3 +194,22 @@ def test_detector_never_reports_white_on_white():
         f[10:30, 10:30] = 242
         f[40:56, 40:56] = (230, 40, 40)
         assert sorted(d.color for d in detect_frame(f, bg)) == sorted(found + ["red"])
+
+
+def test_train_video_classifier_script_runs_and_saves_a_loadable_model(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from kinema.eval.frechet import HEADS, VideoClassifier
+
+    spec = importlib.util.spec_from_file_location(
+        "train_video_classifier", Path(__file__).parents[1] / "scripts" / "train_video_classifier.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--clips", "20", "--steps", "3", "--batch", "4", "--out", str(tmp_path / "clf")]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report["heldout_accuracy"]) == set(HEADS)
+    clf = VideoClassifier.from_pretrained(tmp_path / "clf")
+    assert set(clf.heads) == set(HEADS)
+    assert mod.main(["--clips", "5", "--out", str(tmp_path / "x")]) == 2
