@@ -207,12 +207,9 @@ def _run_eval(args) -> int:
                                              top_k=args.top_k, guidance_scale=args.guidance,
                                              guidance_plausibility=args.guidance_plausibility,
                                              backend=args.backend, refine=args.refine)
-    c = pipe.config
-    pick = lambda given, default: default if given is None else given  # noqa: E731
-    settings = {"backend": args.backend, "guidance_scale": pick(args.guidance, c.guidance_scale),
-                "guidance_plausibility": pick(args.guidance_plausibility, c.guidance_plausibility),
-                "temperature": pick(args.temperature, c.temperature), "top_k": pick(args.top_k, c.top_k),
-                "refine": pick(args.refine, c.refine and pipe.diffusion_decoder is not None)}
+    settings = {"backend": args.backend, **pipe.sampling_options(
+        guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
+        temperature=args.temperature, top_k=args.top_k, refine=args.refine)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
                                 settings=settings)
     print(_json.dumps(summary))

@@ -73,7 +73,7 @@ class PipelineConfig:
     decode_context: int = 8  # past latents re-decoded before each new window (bounded: flat cost). With the
     # embedded tokenizer (8 s of Megamind.avi, 64x64) 8 is at most 1/255 off a whole-video decode; 4: up to 18/255
     guidance_scale: float = 1.0
-    guidance_plausibility: float = 0.0  # with guidance: ids below this fraction of the best id's probability are dropped
+    guidance_plausibility: float = 0.0  # with guidance: drop ids under this fraction of the best id's probability
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -161,10 +161,28 @@ class Pipeline:
         return self.lm.device
 
     # ------------------------------------------------------------------ the call
+    def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
+                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                         refine: bool | None = None) -> dict[str, Any]:
+        """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
+        value (refine only where a diffusion decoder exists). Raises ValueError on a plausibility
+        outside [0, 1)."""
+        c = self.config
+        pick = lambda given, default: default if given is None else given  # noqa: E731
+        opts = dict(guidance_scale=float(pick(guidance_scale, c.guidance_scale)),
+                    guidance_plausibility=float(pick(guidance_plausibility, c.guidance_plausibility)),
+                    temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
+                    top_p=float(pick(top_p, c.top_p)),
+                    refine=bool(pick(refine, c.refine and self.diffusion_decoder is not None)))
+        if not 0.0 <= opts["guidance_plausibility"] < 1.0:
+            raise ValueError(f"guidance_plausibility must be in [0, 1), got {opts['guidance_plausibility']}")
+        return opts
+
     def __call__(self, prompt: str | None = None, *, image: Any = None, video: Any = None, video_after: Any = None,
                  audio: Any = None, task: str | None = None, seconds: float | None = None, fps: float | None = None,
                  size: tuple[int, int] | None = None, guidance_scale: float | None = None,
-                 guidance_plausibility: float | None = None, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 guidance_plausibility: float | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
                  with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
                  keep_partial: bool = False) -> GenerationOutput:
@@ -173,8 +191,9 @@ class Pipeline:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if backend == "dit" and self.dit is None:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
-        if refine is None:
-            refine = self.config.refine and self.diffusion_decoder is not None
+        opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
+                                     temperature=temperature, top_k=top_k, top_p=top_p, refine=refine)
+        refine = opts.pop("refine")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
         if refine and self.diffusion_decoder.cfg.upsample != 1:
@@ -193,14 +212,7 @@ class Pipeline:
         if generator is None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
-        self._opts = dict(
-            guidance_scale=float(c.guidance_scale if guidance_scale is None else guidance_scale),
-            guidance_plausibility=float(c.guidance_plausibility if guidance_plausibility is None else guidance_plausibility),
-            temperature=float(c.temperature if temperature is None else temperature),
-            top_k=int(c.top_k if top_k is None else top_k), top_p=float(c.top_p if top_p is None else top_p),
-            generator=generator)
-        if not 0.0 <= self._opts["guidance_plausibility"] < 1.0:
-            raise ValueError(f"guidance_plausibility must be in [0, 1), got {self._opts['guidance_plausibility']}")
+        self._opts = dict(opts, generator=generator)
         self._text = self.tt.encode(prompt) if prompt else None
         self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
         self._stats: list[dict[str, Any]] = []

@@ -104,10 +104,11 @@ def generate(
     """Decode the output tokens of ``plan`` after each prompt; returns ids (B, N) long.
 
     ``temperature=0`` is greedy. ``guidance_plausibility`` (with guidance) keeps only ids whose
-    conditional probability is at least that fraction of the best id's (see ``cfg_mix``). ``max_cache_len`` bounds the KV cache: when it fills, the prompt
-    slots are kept and the oldest generated slots dropped (sliding window), so memory stays
-    constant for long outputs. The model must provide ``new_cache``, ``prefill``, ``decode_step``
-    and ``cfg.vocab_size`` (see :class:`kinema.lm.model.KinemaLM`).
+    conditional probability is at least that fraction of the best id's (see ``cfg_mix``).
+    ``max_cache_len`` bounds the KV cache: when it fills, the prompt slots are kept and the oldest
+    generated slots dropped (sliding window), so memory stays constant for long outputs. The model
+    must provide ``new_cache``, ``prefill``, ``decode_step`` and ``cfg.vocab_size`` (see
+    :class:`kinema.lm.model.KinemaLM`).
     """
     device = model.device if hasattr(model, "device") else torch.device("cpu")
     V = model.cfg.vocab_size
