@@ -29,6 +29,8 @@ _COLOR_NAMES = list(COLORS)
 _PALETTE = np.array([COLORS[c] for c in _COLOR_NAMES], np.float32)  # (C, 3)
 _BG_NAMES = list(BACKGROUNDS)
 _BG = np.array([BACKGROUNDS[b] for b in _BG_NAMES], np.float32)  # (B, 3)
+# palette indices the world never draws on each background (white on white): never an object there
+_NOT_DRAWN = {b: [i for i, c in enumerate(_COLOR_NAMES) if c not in object_colors(b)] for b in _BG_NAMES}
 
 
 @dataclass
@@ -82,8 +84,7 @@ def detect_frame(frame: np.ndarray, background: str | None = None, tol: float = 
     bg = np.array(BACKGROUNDS[bg_name], np.float32)
     px = frame.reshape(-1, 3).astype(np.float32)  # (N, 3)
     d = np.sqrt(((px[:, None, :] - _PALETTE[None]) ** 2).sum(-1))  # (N, C)
-    allowed = set(object_colors(bg_name))  # the world never draws white on white: such pixels are background
-    d[:, [i for i, c in enumerate(_COLOR_NAMES) if c not in allowed]] = np.inf
+    d[:, _NOT_DRAWN[bg_name]] = np.inf  # white pixels on white are background
     d_bg = np.sqrt(((px - bg) ** 2).sum(-1))  # (N,)
     nearest = d.argmin(1)
     dmin = d[np.arange(len(px)), nearest]
