@@ -19,6 +19,9 @@
 #      loaded CPU (3.2 steps/s on 1 thread when the machine is quiet: ~21 min)
 #   4b. video tokenizer stage 2 (configs/video_tokenizer/small_objects.yaml: 3000 steps on full
 #      128x128 frames, object-weighted loss, no GAN) ......................................... ~42 min, 1 thread
+#   4c. video tokenizer stage 3 (configs/video_tokenizer/small_decoder.yaml: the decoder alone, 10000
+#      steps on 1000 synthetic clips + 160 real windows; encoder and quantizer frozen, so the codes,
+#      and everything trained on them, stay valid) ........................................... ~60 min, 2 threads
 #   5. token extraction of all 1500 train + 16 eval clips (128x128, 2 audio RVQ levels = 1 kbps),
 #      2 workers .............................................................................. ~6.5 min
 #   6. LM (configs/lm/kinema_tiny.yaml: dim 192, 3 layers, 3000 steps; DeepSpeed ZeRO-1,
@@ -78,6 +81,11 @@ if [ "${RETRAIN_TOKENIZERS:-0}" = 1 ]; then
   python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small.yaml
   python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small_objects.yaml \
     --export kinema/assets/kinema-tiny/video_tokenizer
+  stage "4c. video tokenizer stage 3: decoder only"
+  python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small_decoder.yaml \
+    --export runs/video_tokenizer_decoder/export
+  rm -rf kinema/assets/kinema-tiny/video_tokenizer
+  cp -r runs/video_tokenizer_decoder/export kinema/assets/kinema-tiny/video_tokenizer
 fi
 
 stage "5. token extraction"
