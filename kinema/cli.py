@@ -194,14 +194,11 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> int:
     import json as _json
 
-    from kinema.eval.run import evaluate_pipeline, heldout_prompts
+    from kinema.eval.run import evaluate_pipeline, heldout_prompts, manifest_captions
 
     if args.prompts <= 0 or args.seconds <= 0:
         raise ValueError("--prompts and --seconds must be positive")
-    exclude: set[str] = set()
-    if args.exclude:
-        with open(args.exclude) as f:
-            exclude = {_json.loads(line)["caption"] for line in f if line.strip()}
+    exclude = manifest_captions(args.exclude) if args.exclude else set()
     pipe = _pipeline(args)
     gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
                                              top_k=args.top_k, guidance_scale=args.guidance,

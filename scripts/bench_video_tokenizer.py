@@ -114,18 +114,14 @@ def sample_grid(pairs: list[tuple[torch.Tensor, torch.Tensor]], path: Path, n_fr
 
 def roundtrip_ceiling(vt: VideoTokenizer, n: int, seconds: float, exclude: str | None) -> dict:
     """Detector scores of held-out caption renders and of the same renders through the tokenizer."""
-    from kinema.eval.ar_vs_dit import judge, tokenizer_roundtrip
-    from kinema.eval.run import _render_caption, heldout_prompts
+    from kinema.eval.ar_vs_dit import caption_renders, judge, tokenizer_roundtrip
+    from kinema.eval.run import heldout_prompts, manifest_captions
 
-    skip = set()
-    if exclude:
-        skip = {json.loads(line)["caption"] for line in Path(exclude).read_text().splitlines() if line.strip()}
-    captions = heldout_prompts(n, exclude=skip)
-    renders = [(c.frames, p) for p in captions if (c := _render_caption(p, seconds, SIZE, SIZE, FPS)) is not None]
+    captions = heldout_prompts(n, exclude=manifest_captions(exclude) if exclude else None)
+    renders = caption_renders(captions, seconds, (SIZE, SIZE), FPS)
     keys = ("prompt_alignment", "motion_correct", "persistence_frames")
     ref = judge([f for f, _ in renders], [p for _, p in renders], FPS)
-    with torch.no_grad():
-        rt = judge([tokenizer_roundtrip(vt, f) for f, _ in renders], [p for _, p in renders], FPS)
+    rt = judge([tokenizer_roundtrip(vt, f) for f, _ in renders], [p for _, p in renders], FPS)
     return {"prompts": len(renders), "seconds": seconds, **{f"render_{k}": ref[k] for k in keys},
             **{f"roundtrip_{k}": rt[k] for k in keys}}
 
@@ -163,7 +159,7 @@ def main() -> None:
             enc_t, dec_t = enc_t + t1 - t0, dec_t + t2 - t1
             rec = ((x_hat[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
             ps.append(psnr_u8(frames, rec))
-            if len(shown) < 2 * len(sets) and len(ps) <= 2:
+            if len(ps) <= 2:  # the first two clips of each set
                 shown.append((frames, rec))
             ss.append(ssim(frames, rec))
             all_codes.append(codes.flatten())

@@ -83,9 +83,7 @@ if [ "${RETRAIN_TOKENIZERS:-0}" = 1 ]; then
     --export kinema/assets/kinema-tiny/video_tokenizer
   stage "4c. video tokenizer stage 3: decoder only"
   python scripts/train_video_tokenizer.py --config configs/video_tokenizer/small_decoder.yaml \
-    --export runs/video_tokenizer_decoder/export
-  rm -rf kinema/assets/kinema-tiny/video_tokenizer
-  cp -r runs/video_tokenizer_decoder/export kinema/assets/kinema-tiny/video_tokenizer
+    --export kinema/assets/kinema-tiny/video_tokenizer  # its init_from, read at the start
 fi
 
 stage "5. token extraction"

@@ -39,6 +39,13 @@ def tokenizer_roundtrip(vt, frames: torch.Tensor) -> torch.Tensor:
     return to_uint8(vt.decode(vt.encode(pad_frames(to_model(frames))))[0, :, :frames.shape[0]])
 
 
+def caption_renders(captions: list[str], seconds: float, size: tuple[int, int], fps: float
+                    ) -> list[tuple[torch.Tensor, str]]:
+    """(uint8 frames, caption) of the synthetic world's own render of each held-out caption."""
+    renders = [(_render_caption(p, seconds, size[0], size[1], fps), p) for p in captions]
+    return [(c.frames, p) for c, p in renders if c is not None]
+
+
 def judge(frames_list: list[torch.Tensor], prompts: list[str], fps: float) -> dict:
     return summarize([evaluate_clip(f, p, fps) for f, p in zip(frames_list, prompts)])
 
@@ -71,8 +78,7 @@ def compare_ar_dit(prompts: int = 8, seconds: float = 2.0, fps: float = 8.0, siz
     d = judge(frames, captions, fps)
     res.update({f"dit_{k}": v for k, v in d.items() if k != "clips"}, dit_ms_per_frame=round(dit_ms, 2))
     # the synthetic world's own renders: the ceiling the detector gives a perfect model
-    refs = [_render_caption(p, seconds, size[0], size[1], fps) for p in captions]
-    refs = [(c.frames, p) for c, p in zip(refs, captions) if c is not None]
+    refs = caption_renders(captions, seconds, size, fps)
     r = judge([f for f, _ in refs], [p for _, p in refs], fps)
     res.update({f"reference_{k}": v for k, v in r.items() if k in ("prompt_alignment", "motion_correct")})
     # the same renders through the tokenizer (encode, sign, decode): the ceiling for anything it decodes

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from kinema.data.synthetic import generate, sample_scene
 from kinema.eval.metrics import evaluate_clip
 
-__all__ = ["heldout_prompts", "psnr", "ssim", "tokenizer_quality", "summarize", "evaluate_pipeline"]
+__all__ = ["heldout_prompts", "manifest_captions", "psnr", "ssim", "tokenizer_quality", "summarize", "evaluate_pipeline"]
 
 HELDOUT_SEED = 5_000_000
 
@@ -38,6 +38,12 @@ def heldout_prompts(n: int, exclude: set[str] | None = None, seed: int = HELDOUT
             out.append(cap)
         s += 1
     return out
+
+
+def manifest_captions(path: str | Path) -> set[str]:
+    """The captions of a dataset's manifest.jsonl (e.g. the training set's, to keep them out of the prompts)."""
+    with open(path) as f:
+        return {json.loads(line)["caption"] for line in f if line.strip()}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
