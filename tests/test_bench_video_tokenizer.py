@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from kinema.tokenizers.video import VideoTokenizer
+from kinema.tokenizers.video import VideoTokenizer, VideoTokenizerConfig
 
 spec = importlib.util.spec_from_file_location(
     "bench_video_tokenizer", Path(__file__).parents[1] / "scripts" / "bench_video_tokenizer.py")
@@ -32,3 +32,11 @@ def test_roundtrip_ceiling_scores_renders_and_their_round_trips(tmp_path):
     assert res["render_prompt_alignment"] == 1.0  # the world's own renders: the detector's ceiling
     for k in ("prompt_alignment", "motion_correct", "persistence_frames"):
         assert 0.0 <= res[f"roundtrip_{k}"] <= 1.0
+
+
+def test_roundtrip_ceiling_measures_the_tokenizer_not_the_renders():
+    torch.manual_seed(0)
+    untrained = VideoTokenizer(VideoTokenizerConfig.preset("tiny")).eval()
+    res = bench.roundtrip_ceiling(untrained, 2, 1.0, None)
+    assert res["render_prompt_alignment"] == 1.0
+    assert res["roundtrip_prompt_alignment"] == 0.0  # random weights decode no caption's objects
