@@ -213,3 +213,23 @@ def test_train_video_classifier_script_runs_and_saves_a_loadable_model(tmp_path,
     clf = VideoClassifier.from_pretrained(tmp_path / "clf")
     assert set(clf.heads) == set(HEADS)
     assert mod.main(["--clips", "5", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_alignment_parts_say_whether_colours_or_shapes_fail():
+    """A render with one object's shape swapped keeps the colours but fails on shape; one with a colour
+    swapped fails on colours. The breakdown tells the two apart where 'aligned' is False for both."""
+    from dataclasses import replace
+
+    from kinema.data.synthetic import object_colors, render, sample_scene
+
+    scene = next(sc for sc in map(sample_scene, range(3000, 3100))
+                 if len(sc.objects) == 1 and sc.objects[0].size == "large" and sc.objects[0].motion == "static")
+    o = scene.objects[0]
+    other_shape = next(s for s in ("square", "circle", "triangle") if s != o.shape)
+    other_color = next(c for c in object_colors(scene.background) if c != o.color)
+    cases = {"truth": scene, "shape": replace(scene, objects=[replace(o, shape=other_shape)]),
+             "color": replace(scene, objects=[replace(o, color=other_color)])}
+    r = {k: evaluate_clip(render(sc, (96, 96), 8.0, 1.0).frames, scene.caption, 8.0) for k, sc in cases.items()}
+    assert r["truth"]["aligned"] and r["truth"]["colors_aligned"] and r["truth"]["shapes_right"] == 1.0
+    assert not r["shape"]["aligned"] and r["shape"]["colors_aligned"] and r["shape"]["shapes_right"] == 0.0
+    assert not r["color"]["aligned"] and not r["color"]["colors_aligned"] and r["color"]["shapes_right"] is None

@@ -1,6 +1,7 @@
 """Generation metrics on the synthetic world, computed from the detector's tracks and the caption.
 
 - prompt alignment: the detected objects (colour, majority shape, count) equal the caption's;
+  split into its parts (right colours; right shape for each captioned object seen) to show which fails;
 - motion: each captioned object moves as said (slide direction; bouncing reverses only at walls;
   falling accelerates downward; static stays put);
 - persistence: fraction of frames in which every captioned object is seen with its colour and
@@ -21,7 +22,7 @@ import torch
 from kinema.data.synthetic import BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES
 from kinema.eval.detector import Detection, detect_frames, track_objects
 
-__all__ = ["CaptionObject", "parse_caption", "prompt_alignment", "motion_correct", "persistence",
+__all__ = ["CaptionObject", "parse_caption", "prompt_alignment", "alignment_parts", "motion_correct", "persistence",
            "visual_contacts", "audio_onsets", "av_sync", "evaluate_clip"]
 
 _MOTION_RE = "|".join(sorted((m if m != "static" else "standing still" for m in MOTIONS), key=len, reverse=True))
@@ -63,6 +64,17 @@ def prompt_alignment(tracks: dict[str, list[Detection | None]], objs: list[Capti
     seen = {(c, _majority_shape(tr)) for c, tr in tracks.items() if _present(tr)}
     want = {(o.color, o.shape) for o in objs}
     return len(objs) > 0 and seen == want
+
+
+def alignment_parts(tracks: dict[str, list[Detection | None]], objs: list[CaptionObject]) -> dict:
+    """Where alignment fails: ``colors_aligned`` (the colours seen in >= 30% of frames are exactly the
+    caption's) and ``shapes_right`` (of the captioned objects that were seen, the fraction whose
+    majority shape is the caption's; None when none was seen)."""
+    seen = {c for c, tr in tracks.items() if _present(tr)}
+    shown = [o for o in objs if o.color in seen]
+    return {"colors_aligned": len(objs) > 0 and seen == {o.color for o in objs},
+            "shapes_right": (float(np.mean([_majority_shape(tracks[o.color]) == o.shape for o in shown]))
+                             if shown else None)}
 
 
 def _series(track: list[Detection | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +211,7 @@ def evaluate_clip(frames: torch.Tensor, caption: str, fps: float, audio: torch.T
     motions = [m for m in motions if m is not None]
     res = {"caption": caption, "aligned": prompt_alignment(tracks, objs),
            "motion_correct": float(np.mean(motions)) if motions else None,
-           **persistence(tracks, objs)}
+           **alignment_parts(tracks, objs), **persistence(tracks, objs)}
     if audio is not None and sample_rate:
         contacts = [c / fps for o in objs if o.motion in ("bouncing", "falling")
                     for c in visual_contacts(tracks[o.color], (W, H))]
