@@ -1,0 +1,72 @@
+"""Held-out loss of one or more LMs, per task, on a token shard directory (JSON line last).
+
+    python scripts/eval_lm_loss.py --shards runs/tokens/eval --clips 16 \\
+        kinema/assets/kinema-tiny/lm runs/lm_kinema_tiny/final
+
+Each clip is scored once per task (t2v, continue, v2a by default) with that task's fixed layout and
+no caption dropout, one sample at a time, so the numbers do not depend on batching, ranks or the
+training mix. A task the shards cannot lay out (e.g. v2a on shards without audio) is reported as
+null. Token-weighted mean cross-entropy in nats/token; lower is better. Comparing the same LM on
+held-out and on training clips shows whether it memorises.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kinema.lm.model import KinemaLM  # noqa: E402
+from kinema.lm.shards import TokenShards  # noqa: E402
+from kinema.lm.token_data import TokenShardDataset, collate  # noqa: E402
+from kinema.lm.vocab import Vocab  # noqa: E402
+
+
+@torch.no_grad()
+def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips: int,
+              max_text_tokens: int = 48) -> float | None:
+    """Mean loss per predicted token of ``task`` over the first ``clips`` samples (None: no sample fits)."""
+    try:
+        ds = TokenShardDataset(shards, vocab, tasks={task: 1.0}, drop_text_prob=0.0, max_text_tokens=max_text_tokens)
+    except ValueError:
+        return None
+    tot = n = 0.0
+    for i in tqdm(range(min(clips, len(ds))), desc=task, unit="clip", leave=False):
+        b = collate([ds[i]], pad_id=vocab.pad)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = lm(b["ids"], b["positions"], prefix_len=b["prefix_len"], attention_mask=b["attention_mask"],
+                     loss_mask=b["loss_mask"])
+        tot += float(out.loss) * out.n_tokens
+        n += out.n_tokens
+    return tot / n if n else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", help="LM directories (save_pretrained format)")
+    ap.add_argument("--shards", required=True, help="token shard directory (scripts/extract_tokens.py)")
+    ap.add_argument("--clips", type=int, default=16, help="first N samples of the shards")
+    ap.add_argument("--tasks", nargs="+", default=["t2v", "continue", "v2a"])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    if args.clips <= 0:
+        ap.error("--clips must be positive")
+    torch.set_num_threads(args.threads)
+    shards = TokenShards(args.shards)
+    result = {"shards": args.shards, "clips": min(args.clips, len(shards)), "loss": {}}
+    for m in args.models:
+        lm = KinemaLM.from_pretrained(m).float().eval()
+        vocab = Vocab.from_dict(lm.cfg.vocab)
+        row = {t: task_loss(lm, shards, vocab, t, args.clips) for t in args.tasks}
+        result["loss"][m] = row
+        print(m, {t: (round(v, 4) if v is not None else None) for t, v in row.items()}, flush=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""scripts/eval_lm_loss.py: per-task held-out loss of saved LMs on token shards."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_per_task_loss_of_saved_lms(tmp_path, capsys):
+    train_lm, ev = _load("train_lm"), _load("eval_lm_loss")
+    from kinema.lm.model import KinemaLM, LMConfig
+    from kinema.lm.vocab import Vocab
+
+    vocab = Vocab(64, 256, 32, 2)
+    train_lm.write_synthetic_shards(tmp_path / "shards", vocab, 6, (3, 4, 4), seed=0)
+    torch.manual_seed(0)
+    lm = KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict()))
+    lm.save_pretrained(tmp_path / "lm")
+    assert ev.main([str(tmp_path / "lm"), "--shards", str(tmp_path / "shards"), "--clips", "4",
+                    "--tasks", "t2v", "v2a", "--threads", "1"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    row = res["loss"][str(tmp_path / "lm")]
+    assert res["clips"] == 4
+    for task in ("t2v", "v2a"):  # an untrained LM: about uniform over the vocabulary
+        assert 0 < row[task] < math.log(vocab.size) + 1
