@@ -7,7 +7,8 @@ Each clip is scored once per task (t2v, continue, v2a by default) with that task
 no caption dropout, one sample at a time, so the numbers do not depend on batching, ranks or the
 training mix. A task the shards cannot lay out (e.g. v2a on shards without audio) is reported as
 null. Token-weighted mean cross-entropy in nats/token; lower is better. Comparing the same LM on
-held-out and on training clips shows whether it memorises.
+held-out and on training clips shows whether it memorises. An LM whose vocabulary is not the one
+the shards were extracted with is refused.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kinema.errors import KinemaError  # noqa: E402
 from kinema.lm.model import KinemaLM  # noqa: E402
 from kinema.lm.shards import TokenShards  # noqa: E402
-from kinema.lm.token_data import TokenShardDataset, collate  # noqa: E402
+from kinema.lm.token_data import TokenShardDataset, collate, lm_loss, vocab_from_meta  # noqa: E402
 from kinema.lm.vocab import Vocab  # noqa: E402
 
 
@@ -36,12 +38,9 @@ def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips:
         return None
     tot = n = 0.0
     for i in tqdm(range(min(clips, len(ds))), desc=task, unit="clip", leave=False):
-        b = collate([ds[i]], pad_id=vocab.pad)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = lm(b["ids"], b["positions"], prefix_len=b["prefix_len"], attention_mask=b["attention_mask"],
-                     loss_mask=b["loss_mask"])
-        tot += float(out.loss) * out.n_tokens
-        n += out.n_tokens
+        loss, k = lm_loss(lm, collate([ds[i]], pad_id=vocab.pad), True, "cpu")
+        tot += float(loss) * k
+        n += k
     return tot / n if n else None
 
 
@@ -56,11 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.clips <= 0:
         ap.error("--clips must be positive")
     torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    except (KinemaError, ValueError, FileNotFoundError) as e:
+        print(f"eval_lm_loss: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     shards = TokenShards(args.shards)
     result = {"shards": args.shards, "clips": min(args.clips, len(shards)), "loss": {}}
     for m in args.models:
         lm = KinemaLM.from_pretrained(m).float().eval()
         vocab = Vocab.from_dict(lm.cfg.vocab)
+        if vocab_from_meta(shards.meta, vocab.video_factorize).to_dict() != vocab.to_dict():
+            raise ValueError(f"{m}: its vocabulary ({vocab.to_dict()}) is not the one {args.shards} was "
+                             f"extracted with ({vocab_from_meta(shards.meta).to_dict()})")
         row = {t: task_loss(lm, shards, vocab, t, args.clips) for t in args.tasks}
         result["loss"][m] = row
         print(m, {t: (round(v, 4) if v is not None else None) for t, v in row.items()}, flush=True)

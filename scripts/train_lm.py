@@ -50,9 +50,9 @@ from kinema.distributed import all_finite, deepspeed_config, init_distributed  #
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
 from kinema.lm.model import KinemaLM, LMConfig  # noqa: E402
 from kinema.lm.shards import Record, ShardWriter, TokenShards  # noqa: E402
-from kinema.lm.token_data import LengthGroupedBatchSampler, TokenShardDataset, collate, vocab_from_meta  # noqa: E402
+from kinema.lm.token_data import LengthGroupedBatchSampler, TokenShardDataset, collate, lm_loss, vocab_from_meta  # noqa: E402
 from kinema.lm.vocab import Vocab  # noqa: E402
-from kinema.training import MetricsLogger, NonFiniteGuard, autocast, cosine_lr  # noqa: E402
+from kinema.training import MetricsLogger, NonFiniteGuard, cosine_lr  # noqa: E402
 
 
 @dataclass
@@ -142,13 +142,6 @@ def batches_for_rank(sampler: LengthGroupedBatchSampler, epoch: int, rank: int, 
 
 
 # ----------------------------------------------------------------------------- training
-def lm_loss(engine, batch: dict, bf16: bool, device) -> tuple[torch.Tensor, int]:
-    with autocast(device, enabled=bf16):
-        out = engine(batch["ids"].to(device), batch["positions"].to(device), prefix_len=batch["prefix_len"].to(device),
-                     attention_mask=batch["attention_mask"].to(device), loss_mask=batch["loss_mask"].to(device))
-    return out.loss, out.n_tokens
-
-
 @torch.no_grad()
 def evaluate(engine, ds: TokenShardDataset, cfg: LMTrainConfig, rank: int, world: int, device) -> float:
     import torch.distributed as dist

@@ -42,7 +42,7 @@ def write_html(path: str | Path, summary: dict, clips: list[dict]) -> Path:
         for k in summary.get("generated", {}))
     cells = "".join(
         f"<div class='c'><img src='{html.escape(c['gif'])}'><p>{html.escape(c['caption'])}</p>"
-        f"<p>aligned {c['aligned']} (colours {c.get('colors_aligned')}, shapes {_fmt(c.get('shapes_right'))})"
+        f"<p>aligned {c['aligned']} (colours {c['colors_aligned']}, shapes {_fmt(c['shapes_right'])})"
         f" · motion {_fmt(c['motion_correct'])} · persist {_fmt(c['frames_all_objects'])}</p></div>"
         for c in clips)
     extra = {k: v for k, v in summary.items() if k not in ("generated", "reference_truth")}

@@ -124,8 +124,8 @@ def summarize(results: list[dict]) -> dict:
     return {
         "clips": len(results),
         "prompt_alignment": mean([float(r["aligned"]) for r in results]),
-        "color_alignment": mean([float(r["colors_aligned"]) for r in results if "colors_aligned" in r]),
-        "shape_accuracy": mean([r.get("shapes_right") for r in results]),
+        "color_alignment": mean([float(r["colors_aligned"]) for r in results]),
+        "shape_accuracy": mean([r["shapes_right"] for r in results]),
         "motion_correct": mean([r["motion_correct"] for r in results]),
         "persistence_frames": mean([r["frames_all_objects"] for r in results]),
         "reappeared": mean([r["reappeared"] for r in results]),

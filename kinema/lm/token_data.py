@@ -7,7 +7,8 @@
 * :class:`LengthGroupedBatchSampler` groups samples of similar length (shuffle, cut into
   mega-batches, sort each by length, split into batches, shuffle the batches), the scheme of
   Hugging Face's ``LengthGroupedSampler``, so a batch wastes little compute on padding.
-* :func:`collate` right-pads with ``vocab.pad`` and returns what ``KinemaLM.forward`` takes.
+* :func:`collate` right-pads with ``vocab.pad`` and returns what ``KinemaLM.forward`` takes;
+  :func:`lm_loss` runs the model on such a batch (training, its eval and ``scripts/eval_lm_loss.py``).
 """
 from __future__ import annotations
 
@@ -297,3 +298,14 @@ def collate(seqs: list[Sequence], pad_id: int = 0, pad_to_multiple_of: int | Non
             "prefix_len": torch.tensor([s.prefix_len for s in seqs], dtype=torch.long),
             "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.long),
             "tasks": [s.task for s in seqs]}
+
+
+def lm_loss(model, batch: dict, bf16: bool, device) -> tuple[torch.Tensor, int]:
+    """Mean next-token loss of ``model`` (KinemaLM or its DeepSpeed engine) on a :func:`collate` batch,
+    and the number of tokens it was averaged over."""
+    from kinema.training import autocast
+
+    with autocast(device, enabled=bf16):
+        out = model(batch["ids"].to(device), batch["positions"].to(device), prefix_len=batch["prefix_len"].to(device),
+                    attention_mask=batch["attention_mask"].to(device), loss_mask=batch["loss_mask"].to(device))
+    return out.loss, out.n_tokens
