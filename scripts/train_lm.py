@@ -48,6 +48,7 @@ from kinema.checkpoint import rng_state, set_rng_state  # noqa: E402
 from kinema.config import from_dict, load_config, save_config, to_dict  # noqa: E402
 from kinema.distributed import all_finite, deepspeed_config, init_distributed  # noqa: E402
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
+from kinema.lm.grow import deepen  # noqa: E402
 from kinema.lm.model import KinemaLM, LMConfig  # noqa: E402
 from kinema.lm.shards import Record, ShardWriter, TokenShards  # noqa: E402
 from kinema.lm.token_data import LengthGroupedBatchSampler, TokenShardDataset, collate, lm_loss, vocab_from_meta  # noqa: E402
@@ -98,6 +99,9 @@ class LMTrainConfig:
     preset: str = "tiny"
     model: dict = field(default_factory=dict)  # LMConfig overrides on top of the preset
     init_from: str = ""  # start from these weights (save_pretrained dir, same dims and vocab); a resume wins
+    # init_from an LM with fewer layers (all else equal): insert identity blocks (kinema.lm.grow), so
+    # the deeper run starts at the trained LM's loss
+    init_deepen: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
 
@@ -209,12 +213,23 @@ def train(args) -> int:
         raise ConfigError(f"model: {e}") from None
     model = KinemaLM(mcfg)
     if cfg.init_from:  # a fine-tune (e.g. after the video tokenizer was retrained); checkpoints still win below
-        init = KinemaLM.from_pretrained(cfg.init_from)
+        init = KinemaLM.from_pretrained(cfg.init_from).float()
+        grown = ""
+        if cfg.init_deepen and init.cfg.n_layers != mcfg.n_layers:
+            shape = ("vocab_size", "dim", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings", "rope_theta", "norm_eps")
+            differ = [k for k in shape if getattr(init.cfg, k) != getattr(mcfg, k)]
+            if differ:
+                raise ConfigError(f"init_deepen: {cfg.init_from} differs from this run's model in {', '.join(differ)}, "
+                                  "not only in n_layers")
+            grown = f" (deepened {init.cfg.n_layers} -> {mcfg.n_layers} layers, new blocks start as the identity)"
+            init = deepen(init, mcfg.n_layers)
         if (init.cfg.vocab_size, init.cfg.num_params()) != (mcfg.vocab_size, mcfg.num_params()):
+            hint = (" (a shallower LM can be grown with init_deepen=true)"
+                    if init.cfg.n_layers < mcfg.n_layers and not cfg.init_deepen else "")
             raise ConfigError(f"init_from {cfg.init_from}: vocab {init.cfg.vocab_size} / {init.cfg.num_params()} params "
-                              f"do not match this run's {mcfg.vocab_size} / {mcfg.num_params()}")
-        model.load_state_dict({k: v.float() for k, v in init.state_dict().items()})
-        log(f"initialised from {cfg.init_from}")
+                              f"do not match this run's {mcfg.vocab_size} / {mcfg.num_params()}{hint}")
+        model.load_state_dict(init.state_dict())
+        log(f"initialised from {cfg.init_from}{grown}")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

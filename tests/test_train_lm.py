@@ -102,6 +102,25 @@ def test_single_process_learns_and_exports(tmp_path):
     ft = [json.loads(x)["train_loss"] for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
           if "train_loss" in x]
     assert ft[0] < losses[0] - 0.5, (ft, losses)
+    # init_deepen: one more layer, inserted as the identity, so the first step's loss is the fine-tune's
+    n = KinemaLM.from_pretrained(tmp_path / "final").cfg.n_layers
+    r = subprocess.run([sys.executable, str(SCRIPT), "--config", str(TINY), f"run_dir={tmp_path / 'deep'}",
+                        f"init_from={tmp_path / 'final'}", "init_deepen=true", f"model.n_layers={n + 1}",
+                        "train.steps=2", "train.eval_every=2", "train.ckpt_every=2", "train.log_every=1",
+                        "--deepspeed_config", str(REPO / "configs/deepspeed/zero0.json")],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "deepened" in r.stdout + r.stderr
+    deep = [json.loads(x)["train_loss"] for x in (tmp_path / "deep" / "metrics.jsonl").read_text().splitlines()
+            if "train_loss" in x]
+    assert abs(deep[0] - ft[0]) < 0.02, (deep, ft)
+    assert KinemaLM.from_pretrained(tmp_path / "deep" / "final").cfg.n_layers == n + 1
+    # without init_deepen the shallower weights are refused with a hint, not loaded half-way
+    r = subprocess.run([sys.executable, str(SCRIPT), "--config", str(TINY), f"run_dir={tmp_path / 'refused'}",
+                        f"init_from={tmp_path / 'final'}", f"model.n_layers={n + 1}", "train.steps=1",
+                        "--deepspeed_config", str(REPO / "configs/deepspeed/zero0.json")],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "init_deepen=true" in r.stderr, r.stderr[-2000:]
 
 
 def test_bad_config_is_one_clear_line(tmp_path):
