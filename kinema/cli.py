@@ -194,11 +194,16 @@ def _add_eval(sub) -> None:
 def _run_eval(args) -> int:
     import json as _json
 
+    from kinema.data.heldout import heldout_captions
     from kinema.eval.run import evaluate_pipeline, heldout_prompts, manifest_captions
 
     if args.prompts <= 0 or args.seconds <= 0:
         raise ValueError("--prompts and --seconds must be positive")
     exclude = manifest_captions(args.exclude) if args.exclude else set()
+    clash = [c for c in heldout_captions()[: args.prompts] if c in exclude]
+    if clash:  # a training set not written by `kinema synth` (which skips them): those prompts are replaced
+        print(f"eval: warning: {len(clash)} of the first {args.prompts} held-out prompts are captions of "
+              f"{args.exclude}; they are skipped, so this prompt set differs from other evaluations'", file=sys.stderr)
     pipe = _pipeline(args)
     gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
                                              top_k=args.top_k, guidance_scale=args.guidance,

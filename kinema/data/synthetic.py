@@ -352,8 +352,11 @@ def _write_one(job: tuple) -> dict:
 
 def write_dataset(out_dir: str | Path, clips: int = 100, seconds: float = 2.0, size: tuple[int, int] = (128, 128),
                   fps: float = 8.0, seed: int = 0, workers: int | None = None, sample_rate: int = 16000) -> Path:
-    """Write ``clips`` mp4s (video + sound) and ``manifest.jsonl``; seeds ``seed .. seed+clips-1``.
+    """Write mp4s (video + sound) and ``manifest.jsonl`` for seeds ``seed .. seed+clips-1``.
 
+    Seeds whose scene has one of the evaluation's held-out captions (:mod:`kinema.data.heldout`)
+    are skipped, so a training set written here never contains an evaluation prompt; such a
+    dataset has a few clips fewer than ``clips`` (each line records its seed).
     Each manifest line: path (relative to ``out_dir``), caption, seed, fps, seconds, size, scene,
     events and per-frame truth. Odd sizes are padded by the encoder on the right/bottom, so the
     truth's pixel coordinates stay valid.
@@ -367,7 +370,15 @@ def write_dataset(out_dir: str | Path, clips: int = 100, seconds: float = 2.0, s
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(seed + i, str(out_dir), tuple(size), fps, seconds, sample_rate) for i in range(clips)]
+    from kinema.data.heldout import is_heldout
+
+    seeds = [s for s in range(seed, seed + clips) if not is_heldout(sample_scene(s, aspect=size[0] / size[1]).caption)]
+    if len(seeds) < clips:
+        print(f"synth: skipped {clips - len(seeds)} seed(s) whose caption is a held-out evaluation prompt")
+    clips = len(seeds)
+    if clips == 0:
+        raise ValueError("every requested seed has a held-out evaluation caption; pick other seeds")
+    jobs = [(s, str(out_dir), tuple(size), fps, seconds, sample_rate) for s in seeds]
     workers = max(1, min(workers or os.cpu_count() or 1, clips))
     records = []
     if workers == 1:

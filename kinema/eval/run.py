@@ -1,7 +1,8 @@
 """Run the evaluation of a generator on held-out synthetic-world prompts; JSON + HTML report.
 
-Prompts are captions of scenes drawn from seeds far from the training range (and any caption that
-appears verbatim in a training manifest is skipped). Each prompt is generated, then judged by the
+Prompts are the fixed held-out captions of :mod:`kinema.data.heldout` (scenes of seeds far from the
+training range, which no training set written by ``kinema synth`` contains; a caption that appears
+verbatim in a given training manifest is skipped all the same). Each prompt is generated, then judged by the
 detector-based metrics (kinema.eval.metrics). Frame quality is the video tokenizer's
 reconstruction PSNR/SSIM on real renders of the synthetic world.
 
@@ -20,23 +21,23 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from kinema.data.heldout import HELDOUT_SEED, draw_captions, heldout_captions, heldout_seed
 from kinema.data.synthetic import generate, sample_scene
 from kinema.eval.metrics import evaluate_clip
 
 __all__ = ["heldout_prompts", "manifest_captions", "psnr", "ssim", "tokenizer_quality", "summarize", "evaluate_pipeline"]
 
-HELDOUT_SEED = 5_000_000
 
-
-def heldout_prompts(n: int, exclude: set[str] | None = None, seed: int = HELDOUT_SEED) -> list[str]:
-    """``n`` captions of held-out scenes, none equal to a caption in ``exclude``."""
-    out: list[str] = []
-    s = seed
-    while len(out) < n:
-        cap = sample_scene(s).caption
-        if cap not in (exclude or set()) and cap not in out:
-            out.append(cap)
-        s += 1
+def heldout_prompts(n: int, exclude: set[str] | None = None) -> list[str]:
+    """The first ``n`` captions of the fixed held-out list (:mod:`kinema.data.heldout`) that are not
+    in ``exclude``. Past the end of the list, more scenes are drawn after its last seed (those are
+    not protected from training sets the way the list is)."""
+    exclude = set(exclude or ())
+    listed = heldout_captions()
+    out = [c for c in listed if c not in exclude][:n]
+    if len(out) < n:
+        after = max(heldout_seed(c) for c in listed) + 1
+        out += [c for _, c in draw_captions(n - len(out), exclude | set(listed), seed=after)]
     return out
 
 
@@ -187,10 +188,11 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
 
 def _render_caption(caption: str, seconds: float, W: int, H: int, fps: float):
     """The synthetic world's own render of a held-out caption (found again from its seed)."""
-    for s in range(HELDOUT_SEED, HELDOUT_SEED + 10_000):
+    from kinema.data.synthetic import render
+
+    listed = heldout_seed(caption)
+    for s in [listed] if listed is not None else range(HELDOUT_SEED, HELDOUT_SEED + 10_000):
         sc = sample_scene(s)
         if sc.caption == caption:
-            from kinema.data.synthetic import render
-
             return render(sc, (W, H), fps, seconds)
     return None
