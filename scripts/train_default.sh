@@ -36,6 +36,9 @@
 #      Last, the shipped LM: init_from=<that LM>, on the stage-3d tokens of all 6000 clips (4x the
 #      data: on 1500 clips the LM fitted its training clips better and held-out clips worse),
 #      train.steps=5800 train.lr=1e-3: 5800 steps, 62 min, 1.6 steps/s.
+#   6b. LM grown to 6 layers (configs/lm/kinema_tiny_deep.yaml: init_from the 3-layer LM of stage 6
+#      with init_deepen, the same 6000-clip shards, 4600 steps at lr 1e-3; 3.05M parameters,
+#      ~1.1 s/step: 82 min, then resumed for the last 419 steps, 8 min) ....................... ~90 min
 #   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
@@ -100,6 +103,10 @@ stage "6. LM"
 deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny.yaml \
   --deepspeed_config configs/deepspeed/zero1.json
 
+stage "6b. LM grown to 6 layers (kinema.lm.grow.deepen), trained on the same shards"
+deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_deep.yaml \
+  --deepspeed_config configs/deepspeed/zero1.json
+
 stage "7. DiT"
 [ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
 
@@ -115,7 +122,7 @@ stage "8. export"
 python - <<'EOF'
 import torch
 from kinema.lm.model import KinemaLM
-lm = KinemaLM.from_pretrained("runs/lm_kinema_tiny/final")
+lm = KinemaLM.from_pretrained("runs/lm_kinema_tiny_deep/final")
 lm.save_pretrained("kinema/assets/kinema-tiny/lm", dtype=torch.bfloat16)
 print("wrote kinema/assets/kinema-tiny/lm")
 EOF
