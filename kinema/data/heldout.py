@@ -9,7 +9,7 @@ stopped being comparable.
 Instead the prompts are a fixed list, ``heldout_captions.txt`` beside this file: the scenes of seeds
 from :data:`HELDOUT_SEED` on, in order, each caption once. It was cut as the first 128 distinct
 captions not present in the 6000-clip training manifest of kinema-tiny (seeds 0-5999), so the
-evaluations of earlier stops used exactly its first 48. :func:`kinema.data.synthetic.write_dataset`
+48-prompt evaluation measured against that manifest before the list existed used exactly its first 48. :func:`kinema.data.synthetic.write_dataset`
 skips every seed whose scene has one of these captions, so no training set written by kinema can
 contain them.
 

@@ -190,8 +190,8 @@ def _render_caption(caption: str, seconds: float, W: int, H: int, fps: float):
     """The synthetic world's own render of a held-out caption (found again from its seed)."""
     from kinema.data.synthetic import render
 
-    listed = heldout_seed(caption)
-    for s in [listed] if listed is not None else range(HELDOUT_SEED, HELDOUT_SEED + 10_000):
+    seed = heldout_seed(caption)
+    for s in [seed] if seed is not None else range(HELDOUT_SEED, HELDOUT_SEED + 10_000):
         sc = sample_scene(s)
         if sc.caption == caption:
             return render(sc, (W, H), fps, seconds)
