@@ -147,8 +147,9 @@ class MetricsLogger:
         fig, ax = plt.subplots(figsize=(7, 4))
         for k in keys:
             pts = [(r["step"], r[k]) for r in records if k in r and math.isfinite(r[k])]
-            if pts:
-                ax.plot(*zip(*pts), label=k)
+            if pts:  # per-task eval curves (eval_<task>_loss) dashed, the overall ones solid
+                per_task = k.startswith("eval_") and k != "eval_loss"
+                ax.plot(*zip(*pts), label=k, linestyle="--" if per_task else "-", marker="." if per_task else None)
         ax.set_xlabel("step")
         ax.set_yscale("log")
         ax.legend(fontsize=8)

@@ -25,6 +25,9 @@ engine), which works on every DeepSpeed accelerator including CPU. A non-finite 
 skips that micro-batch on every rank (with ``grad_accum`` 1 the whole update: no optimizer or LR
 step) and is recorded as ``nonfinite_skipped`` in metrics.jsonl; 5 in a row stop the run with one
 ``train_lm: error:`` line and exit code 2. ``train.inject_nonfinite_at`` forces such steps (drills).
+metrics.jsonl's ``train_loss`` is the mean over every micro-batch of the log window on every rank;
+with a task mix, each eval also scores every task on its own (``eval_t2v_loss``, ...), so the loss
+curve shows each task's progress instead of one noisy mixed number.
 """
 from __future__ import annotations
 
@@ -163,6 +166,32 @@ def evaluate(engine, ds: TokenShardDataset, cfg: LMTrainConfig, rank: int, world
     return float(tot[0] / tot[1].clamp(min=1))
 
 
+def task_eval_sets(shards: TokenShards, vocab: Vocab, kw: dict) -> dict[str, TokenShardDataset]:
+    """One eval set per task of the mix (each sample laid out as that task, no caption dropout), so the
+    loss curve shows each task on its own; empty with a single task, which the mixed eval already is.
+    A task no eval sample fits (e.g. v2a on shards without audio) is left out."""
+    tasks = TokenShardDataset(shards, vocab, **kw).tasks
+    if len(tasks) < 2:
+        return {}
+    sets = {}
+    for t in tasks:
+        try:
+            sets[t] = TokenShardDataset(shards, vocab, **{**kw, "tasks": {t: 1.0}, "drop_text_prob": 0.0})
+        except ValueError:
+            pass
+    return sets
+
+
+def window_mean(total: float, count: int, world: int) -> float | None:
+    """Mean train loss over a log window, pooled over every rank's micro-batches (None: all skipped)."""
+    import torch.distributed as dist
+
+    t = torch.tensor([total, count], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(t)
+    return float(t[0] / t[1]) if t[1] > 0 else None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, help="YAML (configs/lm/*.yaml)")
@@ -203,6 +232,7 @@ def train(args) -> int:
               max_text_tokens=cfg.data.max_text_tokens, max_video_frames=cfg.data.max_video_frames, seed=tc.seed)
     train_ds = TokenShardDataset(shards, vocab, **kw)
     eval_ds = TokenShardDataset(TokenShards(eval_dir), vocab, **{**kw, "drop_text_prob": 0.0}) if eval_dir else None
+    eval_by_task = task_eval_sets(TokenShards(eval_dir), vocab, kw) if eval_dir else {}
     sampler = LengthGroupedBatchSampler(train_ds, tc.micro_batch_size, seed=tc.seed)
 
     # model + engine
@@ -257,6 +287,7 @@ def train(args) -> int:
 
     my_batches = batches_for_rank(sampler, epoch, rank, world)
     t0, tokens, last = time.time(), 0, time.time()
+    window_loss, window_n = 0.0, 0  # this rank's train loss over the micro-batches since the last log
     bar = tqdm(total=tc.steps, initial=step, desc="train_lm", disable=rank != 0)
     try:  # the bar ends its line before any error message
         while step < tc.steps:
@@ -285,20 +316,23 @@ def train(args) -> int:
                 tokens += n * world
             step += 1
             bar.update(1)
+            window_loss, window_n = window_loss + loss_sum, window_n + n_ok
             record = {"nonfinite_skipped": n_skipped} if n_skipped else {}  # micro-batches skipped at this step
             if step % tc.log_every == 0 or step == tc.steps:
                 dt = time.time() - last
                 record.update(lr=engine.get_lr()[0], tokens_per_s=tokens / max(dt, 1e-9))
-                if n_ok:
-                    record["train_loss"] = loss_sum / n_ok
-                    bar.set_postfix(loss=f"{record['train_loss']:.3f}")
-                tokens, last = 0, time.time()
+                mean = window_mean(window_loss, window_n, world)  # every step of the window, every rank
+                if mean is not None:
+                    record["train_loss"] = mean
+                    bar.set_postfix(loss=f"{mean:.3f}")
+                tokens, last, window_loss, window_n = 0, time.time(), 0.0, 0
             if record:
                 logger.log(step, **record)
             if eval_ds is not None and (step % tc.eval_every == 0 or step == tc.steps):
                 ev = evaluate(engine, eval_ds, cfg, rank, world, device)
-                logger.log(step, eval_loss=ev)
-                log(f"step {step}: eval loss {ev:.4f}")
+                per_task = {f"eval_{t}_loss": evaluate(engine, ds, cfg, rank, world, device) for t, ds in eval_by_task.items()}
+                logger.log(step, eval_loss=ev, **per_task)
+                log(f"step {step}: eval loss {ev:.4f}" + "".join(f", {k[5:-5]} {v:.4f}" for k, v in per_task.items()))
             out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
             if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
                 client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state()}

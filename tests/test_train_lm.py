@@ -89,6 +89,10 @@ def test_single_process_learns_and_exports(tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [x["train_loss"] for x in recs if "train_loss" in x]
     assert losses[-1] < losses[0] - 0.5, losses
+    # the eval scores each task of the mix on its own as well, and every task's loss is a real number
+    ev = [x for x in recs if "eval_loss" in x][-1]
+    per_task = {k: v for k, v in ev.items() if k.startswith("eval_") and k != "eval_loss"}
+    assert len(per_task) >= 2 and all(math.isfinite(v) and v > 0 for v in per_task.values()), ev
     assert (tmp_path / "loss_curve.png").is_file()
     model = KinemaLM.from_pretrained(tmp_path / "final")
     assert model.cfg.vocab["size"] == model.cfg.vocab_size
