@@ -9,6 +9,10 @@ training mix. A task the shards cannot lay out (e.g. v2a on shards without audio
 null. Token-weighted mean cross-entropy in nats/token; lower is better. Comparing the same LM on
 held-out and on training clips shows whether it memorises. An LM whose vocabulary is not the one
 the shards were extracted with is refused.
+
+``--by-frame`` adds the text-to-video loss of each latent video frame on its own (frame 0 is the
+first frame, coded alone by the causal tokenizer: there the caption's objects must be drawn from
+the text; later frames can copy and move what is already there).
 """
 from __future__ import annotations
 
@@ -44,6 +48,33 @@ def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips:
     return tot / n if n else None
 
 
+@torch.no_grad()
+def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int,
+                     max_text_tokens: int = 48) -> list[float]:
+    """Mean text-to-video loss of the video tokens of each latent frame (index = frame), same clips and
+    layout as :func:`task_loss`."""
+    from kinema.training import autocast
+
+    ds = TokenShardDataset(shards, vocab, tasks={"t2v": 1.0}, drop_text_prob=0.0, max_text_tokens=max_text_tokens)
+    lo, hi = vocab.video_range
+    tot: dict[int, float] = {}
+    cnt: dict[int, int] = {}
+    for i in tqdm(range(min(clips, len(ds))), desc="t2v by frame", unit="clip", leave=False):
+        s = ds[i]
+        with autocast("cpu", enabled=True):
+            logits = lm(s.ids[None], s.positions[None], prefix_len=torch.tensor([s.prefix_len])).logits[0, :-1]
+        target = s.ids[1:]
+        keep = s.loss_mask[1:] & (target >= lo) & (target < hi)
+        ce = torch.nn.functional.cross_entropy(logits[keep].float(), target[keep], reduction="none")
+        t = s.positions[1:][keep][:, 0]
+        t = t - t.min()
+        for f in t.unique().tolist():
+            sel = t == f
+            tot[f] = tot.get(f, 0.0) + float(ce[sel].sum())
+            cnt[f] = cnt.get(f, 0) + int(sel.sum())
+    return [tot[f] / cnt[f] for f in sorted(tot)]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="LM directories (save_pretrained format)")
@@ -51,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=16, help="first N samples of the shards")
     ap.add_argument("--tasks", nargs="+", default=["t2v", "continue", "v2a"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--by-frame", action="store_true", help="also the t2v loss of each latent video frame")
     args = ap.parse_args(argv)
     if args.clips <= 0:
         ap.error("--clips must be positive")
@@ -72,8 +104,11 @@ def run(args) -> int:
             raise ValueError(f"{m}: its vocabulary ({vocab.to_dict()}) is not the one {args.shards} was "
                              f"extracted with ({vocab_from_meta(shards.meta).to_dict()})")
         row = {t: task_loss(lm, shards, vocab, t, args.clips) for t in args.tasks}
+        if args.by_frame:
+            row["t2v_by_frame"] = t2v_frame_losses(lm, shards, vocab, args.clips)
         result["loss"][m] = row
-        print(m, {t: (round(v, 4) if v is not None else None) for t, v in row.items()}, flush=True)
+        print(m, {t: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if isinstance(v, list) else v)
+                  for t, v in row.items()}, flush=True)
     print(json.dumps(result))
     return 0
 

@@ -37,3 +37,23 @@ def test_per_task_loss_of_saved_lms(tmp_path, capsys):
     assert res["clips"] == 4
     for task in ("t2v", "v2a"):  # an untrained LM: about uniform over the vocabulary
         assert 0 < row[task] < math.log(vocab.size) + 1
+
+
+def test_by_frame_losses_add_up_to_the_video_loss(tmp_path):
+    """The t2v loss of each latent frame, averaged, is the t2v loss of the clip's video tokens."""
+    train_lm, ev = _load("train_lm"), _load("eval_lm_loss")
+    from kinema.lm.model import KinemaLM, LMConfig
+    from kinema.lm.shards import TokenShards
+    from kinema.lm.vocab import Vocab
+
+    vocab = Vocab(64, 256, 32, 2)
+    train_lm.write_synthetic_shards(tmp_path / "shards", vocab, 4, (3, 4, 4), seed=0)
+    torch.manual_seed(0)
+    lm = KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict())).eval()
+    shards = TokenShards(tmp_path / "shards")
+    frames = ev.t2v_frame_losses(lm, shards, vocab, clips=4)
+    assert len(frames) == 3 and all(0 < f < math.log(vocab.size) + 1 for f in frames)
+    # every frame has h * w codes, so the plain mean is the loss of all video tokens; the fused-loss
+    # path of task_loss (which also scores the few end-of-segment tokens) must agree with it
+    whole = ev.task_loss(lm, shards, vocab, "t2v", 4)
+    assert abs(sum(frames) / len(frames) - whole) < 0.1, (frames, whole)
