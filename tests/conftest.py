@@ -9,6 +9,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module (the scripts are not a package), registered in
+    sys.modules so dataclasses and pickling inside it work."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def media_root() -> Path:
     """Real media for tests: $KINEMA_TEST_MEDIA, else ../shared/media next to the repository."""
     return Path(os.environ.get("KINEMA_TEST_MEDIA", REPO.parent / "shared" / "media"))

@@ -2,24 +2,13 @@
 embedded LM's video-to-audio, on the same held-out prompts."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_script
 
 
 def test_sources_on_true_renders(tmp_path, capsys):
-    ev = _load("eval_av_sources")
+    ev = load_script("eval_av_sources")
     out = tmp_path / "av.json"
     assert ev.main(["--prompts", "6", "--seconds", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -34,7 +23,7 @@ def test_sources_on_true_renders(tmp_path, capsys):
 
 
 def test_summary_skips_clips_without_contacts():
-    ev = _load("eval_av_sources")
+    ev = load_script("eval_av_sources")
     rows = [None, {"contacts": 0, "onsets": 3, "within_one_frame": None, "mean_abs_offset_frames": None},
             {"contacts": 2, "onsets": 2, "within_one_frame": 0.5, "mean_abs_offset_frames": 1.5},
             {"contacts": 1, "onsets": 0, "within_one_frame": 0.0, "mean_abs_offset_frames": None}]

@@ -1,27 +1,15 @@
 """scripts/eval_lm_loss.py: per-task held-out loss of saved LMs on token shards."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_script
 
 
 def test_per_task_loss_of_saved_lms(tmp_path, capsys):
-    train_lm, ev = _load("train_lm"), _load("eval_lm_loss")
+    train_lm, ev = load_script("train_lm"), load_script("eval_lm_loss")
     from kinema.lm.model import KinemaLM, LMConfig
     from kinema.lm.vocab import Vocab
 
@@ -41,7 +29,7 @@ def test_per_task_loss_of_saved_lms(tmp_path, capsys):
 
 def test_by_frame_losses_add_up_to_the_video_loss(tmp_path):
     """The t2v loss of each latent frame, averaged, is the t2v loss of the clip's video tokens."""
-    train_lm, ev = _load("train_lm"), _load("eval_lm_loss")
+    train_lm, ev = load_script("train_lm"), load_script("eval_lm_loss")
     from kinema.lm.model import KinemaLM, LMConfig
     from kinema.lm.shards import TokenShards
     from kinema.lm.vocab import Vocab
