@@ -166,17 +166,17 @@ def evaluate(engine, ds: TokenShardDataset, cfg: LMTrainConfig, rank: int, world
     return float(tot[0] / tot[1].clamp(min=1))
 
 
-def task_eval_sets(shards: TokenShards, vocab: Vocab, kw: dict) -> dict[str, TokenShardDataset]:
+def task_eval_sets(mixed: TokenShardDataset, kw: dict) -> dict[str, TokenShardDataset]:
     """One eval set per task of the mix (each sample laid out as that task, no caption dropout), so the
     loss curve shows each task on its own; empty with a single task, which the mixed eval already is.
     A task no eval sample fits (e.g. v2a on shards without audio) is left out."""
-    tasks = TokenShardDataset(shards, vocab, **kw).tasks
+    tasks = mixed.tasks
     if len(tasks) < 2:
         return {}
     sets = {}
     for t in tasks:
         try:
-            sets[t] = TokenShardDataset(shards, vocab, **{**kw, "tasks": {t: 1.0}, "drop_text_prob": 0.0})
+            sets[t] = TokenShardDataset(mixed.shards, mixed.vocab, **{**kw, "tasks": {t: 1.0}, "drop_text_prob": 0.0})
         except ValueError:
             pass
     return sets
@@ -232,7 +232,7 @@ def train(args) -> int:
               max_text_tokens=cfg.data.max_text_tokens, max_video_frames=cfg.data.max_video_frames, seed=tc.seed)
     train_ds = TokenShardDataset(shards, vocab, **kw)
     eval_ds = TokenShardDataset(TokenShards(eval_dir), vocab, **{**kw, "drop_text_prob": 0.0}) if eval_dir else None
-    eval_by_task = task_eval_sets(TokenShards(eval_dir), vocab, kw) if eval_dir else {}
+    eval_by_task = task_eval_sets(eval_ds, kw) if eval_ds is not None else {}
     sampler = LengthGroupedBatchSampler(train_ds, tc.micro_batch_size, seed=tc.seed)
 
     # model + engine
