@@ -1,17 +1,13 @@
 """scripts/bench_video_tokenizer.py: the sample grid and the detector ceiling through the tokenizer."""
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from kinema.tokenizers.video import VideoTokenizer, VideoTokenizerConfig
+from conftest import load_script
 
-spec = importlib.util.spec_from_file_location(
-    "bench_video_tokenizer", Path(__file__).parents[1] / "scripts" / "bench_video_tokenizer.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
+bench = load_script("bench_video_tokenizer")
 
 
 def test_sample_grid_rows_are_original_then_reconstruction(tmp_path):

@@ -10,6 +10,7 @@ import torch
 from kinema.cli import main
 from kinema.media import read_video
 from kinema.pipeline import Pipeline, random_pipeline
+from conftest import load_script
 
 torch.set_num_threads(1)
 
@@ -96,12 +97,7 @@ def test_ctrl_c_writes_a_valid_partial_mp4(model_dir, tmp_path, monkeypatch):
 
 
 def test_continue_video_batch_script(model_dir, tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("continue_video", Path(__file__).parents[1] / "scripts" / "continue_video.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("continue_video")
     src, dst = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     assert _run("generate", "x", "--seconds", 1, "-o", src / "a.mp4", "--model", model_dir, "--quiet") == 0

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from kinema.data.synthetic import generate
 from kinema.eval.detector import detect_frame, detect_frames
 from kinema.eval.metrics import audio_onsets, evaluate_clip, parse_caption
+from conftest import load_script
 
 SEEDS = range(2000, 2012)
 
@@ -197,16 +198,11 @@ def test_detector_never_reports_white_on_white():
 
 
 def test_train_video_classifier_script_runs_and_saves_a_loadable_model(tmp_path, capsys):
-    import importlib.util
     import json
-    from pathlib import Path
 
     from kinema.eval.frechet import HEADS, VideoClassifier
 
-    spec = importlib.util.spec_from_file_location(
-        "train_video_classifier", Path(__file__).parents[1] / "scripts" / "train_video_classifier.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("train_video_classifier")
     assert mod.main(["--clips", "20", "--steps", "3", "--batch", "4", "--out", str(tmp_path / "clf")]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report["heldout_accuracy"]) == set(HEADS)

@@ -1,16 +1,11 @@
 """Bounded fuzz of layout.revert: mutated and random id sequences give a result or a ValueError."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_faults.py"
+from conftest import load_script
 
 
 def test_layout_revert_fuzz():
-    spec = importlib.util.spec_from_file_location("bench_faults", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("bench_faults")
     from kinema.lm import layout
     from kinema.lm.vocab import Vocab
 

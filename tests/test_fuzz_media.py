@@ -2,16 +2,11 @@
 never another exception, a crash of the interpreter, or a hang (each case runs in a child)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_media.py"
+from conftest import load_script
 
 
 def test_media_reader_fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_media", SCRIPT)
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
+    fuzz = load_script("fuzz_media")
     r = fuzz.run(cases=30, seed=1234)
     assert r["crashes"] == 0 and r["hangs"] == 0, r
     assert not r["findings"], "\n".join(r["findings"])

@@ -14,6 +14,7 @@ from kinema.lm.shards import Record, ShardWriter, TokenShards, extract
 from kinema.lm.token_data import (LengthGroupedBatchSampler, TokenShardDataset, collate,
                                   padding_fraction)
 from kinema.lm.vocab import Vocab
+from conftest import load_script
 
 VOCAB = Vocab(text_size=40, video_codebook_size=2**12, audio_codebook_size=16, audio_num_quantizers=3)
 
@@ -256,8 +257,6 @@ def test_resume_when_codes_were_lost_after_index(tmp_path: Path) -> None:
 
 def test_extract_tokens_script_end_to_end(tmp_path: Path) -> None:
     """Synthetic mp4s -> frozen (tiny, untrained) tokenizers -> shards, killed after 2 and resumed."""
-    import importlib.util
-
     video = pytest.importorskip("kinema.tokenizers.video")
     from kinema.data.synthetic import write_dataset
     from kinema.media import read_video
@@ -265,9 +264,7 @@ def test_extract_tokens_script_end_to_end(tmp_path: Path) -> None:
     from kinema.tokenizers.text import TextTokenizer
     from kinema.lm.token_data import vocab_from_meta
 
-    spec = importlib.util.spec_from_file_location("extract_tokens", Path(__file__).parents[1] / "scripts" / "extract_tokens.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("extract_tokens")
     torch.manual_seed(0)
     manifest = write_dataset(tmp_path / "data", clips=3, seconds=1.0, size=(32, 32), fps=8.0, workers=1)
     vt = video.VideoTokenizer(video.VideoTokenizerConfig.preset("tiny")).eval()
@@ -299,14 +296,11 @@ def test_extract_tokens_script_end_to_end(tmp_path: Path) -> None:
 
 def test_extract_tokens_real_media(tmp_path: Path, media_dir: Path) -> None:
     """Real clips (one with sound, one damaged) go through extraction without crashing the run."""
-    import importlib.util
 
     video = pytest.importorskip("kinema.tokenizers.video")
     from kinema.tokenizers.audio import AudioCodec, AudioCodecConfig
 
-    spec = importlib.util.spec_from_file_location("extract_tokens", Path(__file__).parents[1] / "scripts" / "extract_tokens.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("extract_tokens")
     torch.manual_seed(0)
     video.VideoTokenizer(video.VideoTokenizerConfig.preset("tiny")).save_pretrained(tmp_path / "vt")
     AudioCodec(AudioCodecConfig.preset("tiny")).save_pretrained(tmp_path / "ac")

@@ -1,7 +1,6 @@
 """The sentencepiece text tokenizer: training, round trips, persistence, the embedded default."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,13 @@ import pytest
 from kinema.errors import CheckpointError
 from kinema.paths import default_component_dir
 from kinema.tokenizers import TextTokenizer
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _captions(n: int = 400) -> list[str]:
-    spec = importlib.util.spec_from_file_location("ttt", REPO / "scripts" / "train_text_tokenizer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.template_captions(n, seed=1)
+    return load_script("train_text_tokenizer").template_captions(n, seed=1)
 
 
 @pytest.fixture(scope="module")
