@@ -13,6 +13,12 @@ the shards were extracted with is refused.
 ``--by-frame`` adds the text-to-video loss of each latent video frame on its own (frame 0 is the
 first frame, coded alone by the causal tokenizer: there the caption's objects must be drawn from
 the text; later frames can copy and move what is already there).
+
+``--caption-gain`` also scores each frame with the caption dropped (the layout classifier-free
+guidance's unconditional branch sees) and reports the difference, uncaptioned minus captioned loss,
+per latent frame: how many nats per token the caption is worth to the LM. Classifier-free guidance
+can only amplify this gap, so an LM whose loss falls while the gap does not has learned the world
+better but not the caption.
 """
 from __future__ import annotations
 
@@ -50,12 +56,13 @@ def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips:
 
 @torch.no_grad()
 def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int,
-                     max_text_tokens: int = 48) -> list[float]:
+                     max_text_tokens: int = 48, drop_text: bool = False) -> list[float]:
     """Mean text-to-video loss of the video tokens of each latent frame (index = frame), same clips and
-    layout as :func:`task_loss`."""
+    layout as :func:`task_loss`; ``drop_text`` scores them with the caption left out."""
     from kinema.training import autocast
 
-    ds = TokenShardDataset(shards, vocab, tasks={"t2v": 1.0}, drop_text_prob=0.0, max_text_tokens=max_text_tokens)
+    ds = TokenShardDataset(shards, vocab, tasks={"t2v": 1.0}, drop_text_prob=1.0 if drop_text else 0.0,
+                           max_text_tokens=max_text_tokens)
     lo, hi = vocab.video_range
     tot: dict[int, float] = {}
     cnt: dict[int, int] = {}
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["t2v", "continue", "v2a"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--by-frame", action="store_true", help="also the t2v loss of each latent video frame")
+    ap.add_argument("--caption-gain", action="store_true",
+                    help="also, per latent frame, the t2v loss without the caption minus the loss with it")
     args = ap.parse_args(argv)
     if args.clips <= 0:
         ap.error("--clips must be positive")
@@ -104,8 +113,11 @@ def run(args) -> int:
             raise ValueError(f"{m}: its vocabulary ({vocab.to_dict()}) is not the one {args.shards} was "
                              f"extracted with ({vocab_from_meta(shards.meta).to_dict()})")
         row = {t: task_loss(lm, shards, vocab, t, args.clips) for t in args.tasks}
-        if args.by_frame:
+        if args.by_frame or args.caption_gain:
             row["t2v_by_frame"] = t2v_frame_losses(lm, shards, vocab, args.clips)
+        if args.caption_gain:
+            uncond = t2v_frame_losses(lm, shards, vocab, args.clips, drop_text=True)
+            row["caption_gain_by_frame"] = [u - c for u, c in zip(uncond, row["t2v_by_frame"])]
         result["loss"][m] = row
         print(m, {t: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if isinstance(v, list) else v)
                   for t, v in row.items()}, flush=True)
