@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from conftest import load_script
 
@@ -45,3 +46,26 @@ def test_by_frame_losses_add_up_to_the_video_loss(tmp_path):
     # path of task_loss (which also scores the few end-of-segment tokens) must agree with it
     whole = ev.task_loss(lm, shards, vocab, "t2v", 4)
     assert abs(sum(frames) / len(frames) - whole) < 0.1, (frames, whole)
+
+
+def test_caption_gain_is_uncaptioned_minus_captioned_loss_per_frame(tmp_path, capsys):
+    train_lm, ev = load_script("train_lm"), load_script("eval_lm_loss")
+    from kinema.lm.model import KinemaLM, LMConfig
+    from kinema.lm.shards import TokenShards
+    from kinema.lm.vocab import Vocab
+
+    vocab = Vocab(64, 256, 32, 2)
+    train_lm.write_synthetic_shards(tmp_path / "shards", vocab, 4, (3, 4, 4), seed=0)
+    torch.manual_seed(0)
+    lm = KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict()))
+    lm.save_pretrained(tmp_path / "lm")
+    assert ev.main([str(tmp_path / "lm"), "--shards", str(tmp_path / "shards"), "--clips", "4",
+                    "--tasks", "t2v", "--threads", "1", "--caption-gain"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"][str(tmp_path / "lm")]
+    lm = KinemaLM.from_pretrained(tmp_path / "lm").float().eval()
+    shards = TokenShards(tmp_path / "shards")
+    cond = ev.t2v_frame_losses(lm, shards, vocab, clips=4)
+    uncond = ev.t2v_frame_losses(lm, shards, vocab, clips=4, drop_text=True)
+    assert row["t2v_by_frame"] == pytest.approx(cond, abs=1e-4) and len(row["caption_gain_by_frame"]) == 3
+    assert row["caption_gain_by_frame"] == pytest.approx([u - c for u, c in zip(uncond, cond)], abs=1e-4)
+    assert uncond != cond  # the uncaptioned layout really leaves the caption out (an untrained LM still reads it)
