@@ -8,17 +8,25 @@ import pytest
 import torch
 from conftest import load_script
 
+ev = load_script("eval_lm_loss")
 
-def test_per_task_loss_of_saved_lms(tmp_path, capsys):
-    train_lm, ev = load_script("train_lm"), load_script("eval_lm_loss")
+
+def _untrained_lm_and_shards(tmp_path, clips: int):
+    """An untrained tiny LM saved to tmp_path/lm and ``clips`` synthetic samples (3 latent frames of
+    4x4) in tmp_path/shards, with their vocabulary."""
     from kinema.lm.model import KinemaLM, LMConfig
     from kinema.lm.vocab import Vocab
 
     vocab = Vocab(64, 256, 32, 2)
-    train_lm.write_synthetic_shards(tmp_path / "shards", vocab, 6, (3, 4, 4), seed=0)
+    load_script("train_lm").write_synthetic_shards(tmp_path / "shards", vocab, clips, (3, 4, 4), seed=0)
     torch.manual_seed(0)
-    lm = KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict()))
+    lm = KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict())).eval()
     lm.save_pretrained(tmp_path / "lm")
+    return lm, vocab
+
+
+def test_per_task_loss_of_saved_lms(tmp_path, capsys):
+    _, vocab = _untrained_lm_and_shards(tmp_path, 6)
     assert ev.main([str(tmp_path / "lm"), "--shards", str(tmp_path / "shards"), "--clips", "4",
                     "--tasks", "t2v", "v2a", "--threads", "1"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -30,15 +38,9 @@ def test_per_task_loss_of_saved_lms(tmp_path, capsys):
 
 def test_by_frame_losses_add_up_to_the_video_loss(tmp_path):
     """The t2v loss of each latent frame, averaged, is the t2v loss of the clip's video tokens."""
-    train_lm, ev = load_script("train_lm"), load_script("eval_lm_loss")
-    from kinema.lm.model import KinemaLM, LMConfig
     from kinema.lm.shards import TokenShards
-    from kinema.lm.vocab import Vocab
 
-    vocab = Vocab(64, 256, 32, 2)
-    train_lm.write_synthetic_shards(tmp_path / "shards", vocab, 4, (3, 4, 4), seed=0)
-    torch.manual_seed(0)
-    lm = KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict())).eval()
+    lm, vocab = _untrained_lm_and_shards(tmp_path, 4)
     shards = TokenShards(tmp_path / "shards")
     frames = ev.t2v_frame_losses(lm, shards, vocab, clips=4)
     assert len(frames) == 3 and all(0 < f < math.log(vocab.size) + 1 for f in frames)
@@ -49,20 +51,14 @@ def test_by_frame_losses_add_up_to_the_video_loss(tmp_path):
 
 
 def test_caption_gain_is_uncaptioned_minus_captioned_loss_per_frame(tmp_path, capsys):
-    train_lm, ev = load_script("train_lm"), load_script("eval_lm_loss")
-    from kinema.lm.model import KinemaLM, LMConfig
+    from kinema.lm.model import KinemaLM
     from kinema.lm.shards import TokenShards
-    from kinema.lm.vocab import Vocab
 
-    vocab = Vocab(64, 256, 32, 2)
-    train_lm.write_synthetic_shards(tmp_path / "shards", vocab, 4, (3, 4, 4), seed=0)
-    torch.manual_seed(0)
-    lm = KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict()))
-    lm.save_pretrained(tmp_path / "lm")
+    _, vocab = _untrained_lm_and_shards(tmp_path, 4)
     assert ev.main([str(tmp_path / "lm"), "--shards", str(tmp_path / "shards"), "--clips", "4",
                     "--tasks", "t2v", "--threads", "1", "--caption-gain"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"][str(tmp_path / "lm")]
-    lm = KinemaLM.from_pretrained(tmp_path / "lm").float().eval()
+    lm = KinemaLM.from_pretrained(tmp_path / "lm").float().eval()  # as the script loads it
     shards = TokenShards(tmp_path / "shards")
     cond = ev.t2v_frame_losses(lm, shards, vocab, clips=4)
     uncond = ev.t2v_frame_losses(lm, shards, vocab, clips=4, drop_text=True)
