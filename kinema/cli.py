@@ -83,6 +83,8 @@ def _gen_options(p, seconds: float | None) -> None:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--candidates", type=int, default=None,
+                   help="first frames drawn per text prompt; the caption scorer keeps the best (default: pipeline.json)")
     p.add_argument("--fps", type=float, default=None)
     p.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT")
     p.add_argument("--no-audio", action="store_true", help="video only")
@@ -102,7 +104,7 @@ def _generate_and_save(args, pipe, prompt, **kw) -> int:
                guidance_plausibility=args.guidance_plausibility,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
-               refine=args.refine, **kw)
+               refine=args.refine, candidates=args.candidates, **kw)
     path = out.save(args.output)
     sound = f", sound {out.sample_rate} Hz" if out.audio is not None else ""
     print(f"{path}: {out.video.shape[0]} frames at {out.fps:g} fps ({out.duration:.2f} s), "
@@ -186,6 +188,8 @@ def _add_eval(sub) -> None:
                    help="classifier-free guidance scale (default: the model's pipeline.json)")
     p.add_argument("--guidance-plausibility", type=float, default=None,
                    help="with guidance, keep only tokens at least this fraction as likely as the best")
+    p.add_argument("--candidates", type=int, default=None,
+                   help="first frames drawn per prompt, best kept by the caption scorer (default: pipeline.json)")
     p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="judge frames refined by the diffusion decoder head (default: the model's pipeline.json)")
@@ -208,10 +212,11 @@ def _run_eval(args) -> int:
     gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
                                              top_k=args.top_k, guidance_scale=args.guidance,
                                              guidance_plausibility=args.guidance_plausibility,
-                                             backend=args.backend, refine=args.refine)
+                                             backend=args.backend, refine=args.refine,
+                                             candidates=args.candidates)
     settings = {"backend": args.backend, **pipe.sampling_options(
         guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
-        temperature=args.temperature, top_k=args.top_k, refine=args.refine)}
+        temperature=args.temperature, top_k=args.top_k, refine=args.refine, candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
                                 settings=settings)
     print(_json.dumps(summary))

@@ -20,6 +20,9 @@ Documented behaviour:
   decoded frames through the diffusion decoder head (``PipelineConfig.refine_steps`` steps, anchored
   on the previous window's last refined frame) for t2v, i2v, continue and bridge; the other tasks
   decode plainly.
+- ``candidates=K`` (default: ``PipelineConfig.candidates`` when a ``caption_scorer`` component is
+  loaded) draws K first latent frames of a text-to-video/-image call in one batch and keeps the one
+  the caption scorer matches best to the prompt (kinema.decode.rerank); later windows are unchanged.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """
@@ -77,6 +80,7 @@ class PipelineConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    candidates: int = 1  # text-to-video/-image: first frames drawn per call, the caption scorer keeps the best
     max_text_tokens: int = 64
     max_seconds: float = MAX_SECONDS
     bf16: bool = True
@@ -87,7 +91,7 @@ class Pipeline:
 
     def __init__(self, video_tokenizer: VideoTokenizer, audio_codec: AudioCodec | None, text_tokenizer: TextTokenizer,
                  lm: KinemaLM, vocab: Vocab | None = None, config: PipelineConfig | None = None,
-                 diffusion_decoder: Any = None, dit: Any = None):
+                 diffusion_decoder: Any = None, dit: Any = None, caption_scorer: Any = None):
         if vocab is None:
             if not lm.cfg.vocab:
                 raise ValueError("the LM stores no vocabulary layout; pass vocab=kinema.lm.vocab.Vocab(...)")
@@ -111,7 +115,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         if self.config.window_latents < 2 or not 1 <= self.config.cond_latents < self.config.window_latents:
             raise ValueError("PipelineConfig needs window_latents >= 2 and 1 <= cond_latents < window_latents")
-        self.diffusion_decoder, self.dit = diffusion_decoder, dit
+        self.diffusion_decoder, self.dit, self.caption_scorer = diffusion_decoder, dit, caption_scorer
 
     # ------------------------------------------------------------------ files
     @classmethod
@@ -139,7 +143,12 @@ class Pipeline:
             from kinema.decode.diffusion_decoder import DiffusionDecoder
 
             dd = DiffusionDecoder.from_pretrained(root / "diffusion_decoder").to(device)
-        return cls(vt, ac, tt, lm, config=cfg, dit=dit, diffusion_decoder=dd)
+        scorer = None
+        if (root / "caption_scorer" / "config.json").is_file():
+            from kinema.decode.caption_scorer import CaptionScorer
+
+            scorer = CaptionScorer.from_pretrained(root / "caption_scorer").to(device)
+        return cls(vt, ac, tt, lm, config=cfg, dit=dit, diffusion_decoder=dd, caption_scorer=scorer)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         root = Path(directory)
@@ -153,6 +162,8 @@ class Pipeline:
             self.dit.save_pretrained(root / "dit")
         if self.diffusion_decoder is not None:
             self.diffusion_decoder.save_pretrained(root / "diffusion_decoder")
+        if self.caption_scorer is not None:
+            self.caption_scorer.save_pretrained(root / "caption_scorer")
         atomic_write_text(root / CONFIG_NAME, json.dumps(to_dict(self.config), indent=2))
         return root
 
@@ -163,17 +174,23 @@ class Pipeline:
     # ------------------------------------------------------------------ the call
     def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
                          temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                         refine: bool | None = None) -> dict[str, Any]:
+                         refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
-        value (refine only where a diffusion decoder exists). Raises ValueError on a plausibility
-        outside [0, 1)."""
+        value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
+        scorer exists). Raises ValueError on a plausibility outside [0, 1), candidates below 1, or
+        candidates above 1 asked for without a caption scorer."""
         c = self.config
         pick = lambda given, default: default if given is None else given  # noqa: E731
         opts = dict(guidance_scale=float(pick(guidance_scale, c.guidance_scale)),
                     guidance_plausibility=float(pick(guidance_plausibility, c.guidance_plausibility)),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
                     top_p=float(pick(top_p, c.top_p)),
-                    refine=bool(pick(refine, c.refine and self.diffusion_decoder is not None)))
+                    refine=bool(pick(refine, c.refine and self.diffusion_decoder is not None)),
+                    candidates=int(pick(candidates, c.candidates if self.caption_scorer is not None else 1)))
+        if opts["candidates"] < 1:
+            raise ValueError(f"candidates must be >= 1, got {opts['candidates']}")
+        if opts["candidates"] > 1 and self.caption_scorer is None:
+            raise ValueError("candidates > 1 needs a caption_scorer component; this pipeline has none")
         if not 0.0 <= opts["guidance_plausibility"] < 1.0:
             raise ValueError(f"guidance_plausibility must be in [0, 1), got {opts['guidance_plausibility']}")
         return opts
@@ -185,15 +202,17 @@ class Pipeline:
                  top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
                  with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
-                 keep_partial: bool = False) -> GenerationOutput:
+                 candidates: int | None = None, keep_partial: bool = False) -> GenerationOutput:
         """Generate; see the module docstring and DESIGN.md section 3 for the options."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if backend == "dit" and self.dit is None:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
-                                     temperature=temperature, top_k=top_k, top_p=top_p, refine=refine)
+                                     temperature=temperature, top_k=top_k, top_p=top_p, refine=refine,
+                                     candidates=candidates)
         refine = opts.pop("refine")
+        self._candidates = opts.pop("candidates")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
         if refine and self.diffusion_decoder.cfg.upsample != 1:
@@ -272,13 +291,38 @@ class Pipeline:
         if total > self.lm.cfg.max_seq_len:
             raise ResourceError(f"one {task} window needs {total} tokens but the LM handles {self.lm.cfg.max_seq_len}; "
                                 "use a smaller size or shorter windows")
-        out = generate(self.lm, [seq.ids.to(self.device)], [seq.positions.to(self.device)], [plan], **kw,
-                       **self._opts, progress=self._progress)
-        self._stats.append({"window": len(self._stats), "task": task, "prefix_tokens": len(seq),
-                            "output_tokens": plan.length, "cache_tokens": total - 1})
+        stat = {"window": len(self._stats), "task": task, "prefix_tokens": len(seq), "output_tokens": plan.length,
+                "cache_tokens": total - 1}
+        if self._candidates > 1 and task in ("t2v", "t2i") and text:
+            out, info = self._reranked(seq, plan, kw, video_grid)
+            stat.update(candidates=self._candidates, candidate_scores=info["rank"], chosen=info["chosen"])
+        else:
+            out = generate(self.lm, [seq.ids.to(self.device)], [seq.positions.to(self.device)], [plan], **kw,
+                           **self._opts, progress=self._progress)
+        self._stats.append(stat)
         cv = cond.get("cond_video_codes")
         hw = video_grid[1:] if video_grid is not None else (tuple(cv.shape[-2:]) if cv is not None else self._grid_hw())
         return layout.revert(torch.cat([seq.ids, out[0].cpu()]), v, video_hw=hw)
+
+    def _reranked(self, seq: Any, plan: Any, kw: dict[str, Any], video_grid: tuple[int, int, int]
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One window's output (1, N) whose first latent frame is the caption scorer's pick of
+        ``self._candidates`` drawn in one batch (kinema.decode.rerank)."""
+        from kinema.decode.rerank import caption_rank, decode_reranked_head
+
+        _, h, w = video_grid
+        per_frame = h * w * self.vocab.video_tokens_per_code
+
+        def to_codes(heads: torch.Tensor) -> torch.Tensor:  # (K, 1 + h*w*k) ids, <bov> first -> (K, h, w) codes
+            return torch.stack([self.vocab.ids_to_video(r[1:].cpu()).view(h, w) for r in heads])
+
+        dev = self.device
+        u = {k: v[0].to(dev) if torch.is_tensor(v[0]) else v[0] for k, v in kw.items()}  # one row, not lists
+        out, info = decode_reranked_head(
+            self.lm, seq.ids.to(dev), seq.positions.to(dev), plan, head_len=1 + per_frame, candidates=self._candidates,
+            rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **u, **self._opts,
+            progress=self._progress)
+        return out.view(1, -1), info
 
     def _grid_hw(self) -> tuple[int, int]:
         w, h = self._size

@@ -39,6 +39,8 @@
 #   6b. LM grown to 6 layers (configs/lm/kinema_tiny_deep.yaml: init_from the 3-layer LM of stage 6
 #      with init_deepen, the same 6000-clip shards, 4600 steps at lr 1e-3; 3.05M parameters,
 #      ~1.1 s/step: 82 min, then resumed for the last 419 steps, 8 min) ....................... ~90 min
+#   6d. caption scorer (scripts/train_caption_scorer.py: contrastive caption <-> first-frame codes on the
+#      stage-5 shards, 3000 steps, batch 128, 2 threads; ranks the pipeline's first-frame candidates) .. ~13 min
 #   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
@@ -107,6 +109,10 @@ stage "6b. LM grown to 6 layers (kinema.lm.grow.deepen), trained on the same sha
 deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_deep.yaml \
   --deepspeed_config configs/deepspeed/zero1.json
 
+stage "6d. caption scorer (best-of-K first frames, kinema.decode.rerank)"
+[ -d runs/caption_scorer ] || python scripts/train_caption_scorer.py --shards runs/tokens/train --steps 3000 \
+  --out runs/caption_scorer
+
 stage "7. DiT"
 [ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
 
@@ -125,6 +131,10 @@ from kinema.lm.model import KinemaLM
 lm = KinemaLM.from_pretrained("runs/lm_kinema_tiny_deep/final")
 lm.save_pretrained("kinema/assets/kinema-tiny/lm", dtype=torch.bfloat16)
 print("wrote kinema/assets/kinema-tiny/lm")
+from kinema.decode.caption_scorer import CaptionScorer
+CaptionScorer.from_pretrained("runs/caption_scorer").save_pretrained("kinema/assets/kinema-tiny/caption_scorer",
+                                                                     dtype=torch.bfloat16)
+print("wrote kinema/assets/kinema-tiny/caption_scorer")
 EOF
 rm -rf kinema/assets/kinema-tiny/dit && cp -r runs/dit_small128/final kinema/assets/kinema-tiny/dit
 rm -rf kinema/assets/kinema-tiny/diffusion_decoder && cp -r runs/dd_small128/final kinema/assets/kinema-tiny/diffusion_decoder

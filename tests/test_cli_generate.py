@@ -63,6 +63,7 @@ def test_generate_continue_bridge_v2a(model_dir, tmp_path):
     (["generate", "x", "--size", "36x32"], "multiples of 8"),
     (["continue", "/no/such/file.mp4"], "no such file"),
     (["generate", "x", "--guidance", "3", "--guidance-plausibility", "1.5"], "guidance_plausibility must be in [0, 1)"),
+    (["generate", "x", "--candidates", "4"], "needs a caption_scorer component"),
 ])
 def test_user_errors_exit_2_one_line(model_dir, tmp_path, capsys, argv, needle):
     rc = _run(*argv, "-o", tmp_path / "x.mp4", "--model", model_dir, "--quiet")

@@ -100,7 +100,8 @@ def generate(
     generator: torch.Generator | None = None,
     progress: bool = False,
     max_cache_len: int | None = None,
-) -> torch.Tensor:
+    return_scores: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
     """Decode the output tokens of ``plan`` after each prompt; returns ids (B, N) long.
 
     ``temperature=0`` is greedy. ``guidance_plausibility`` (with guidance) keeps only ids whose
@@ -109,6 +110,12 @@ def generate(
     generated slots dropped (sliding window), so memory stays constant for long outputs. The model
     must provide ``new_cache``, ``prefill``, ``decode_step`` and ``cfg.vocab_size`` (see
     :class:`kinema.lm.model.KinemaLM`).
+
+    ``return_scores=True`` also returns ``{"cond": (B, N), "uncond": (B, N) or None}``: the log
+    probability of each drawn id under the conditional and the unconditional model (the plan's
+    constraint applied, no temperature or guidance; 0 for forced tokens). Their difference summed
+    over a span is the span's pointwise mutual information with the condition (see
+    :mod:`kinema.decode.rerank`).
     """
     device = model.device if hasattr(model, "device") else torch.device("cpu")
     V = model.cfg.vocab_size
@@ -124,7 +131,7 @@ def generate(
         raise ValueError(f"output plan allows ids outside the model's vocabulary of {V}")
     plens = list(prefix_len) if prefix_len is not None else [int(v.numel()) for v in ids_l]
 
-    use_cfg = uncond_ids is not None and guidance_scale != 1.0
+    use_cfg = uncond_ids is not None and (guidance_scale != 1.0 or return_scores)
     if use_cfg:
         u_ids = _as_list(uncond_ids, "uncond_ids")
         u_pos = ([torch.arange(v.numel()) for v in u_ids] if uncond_positions is None
@@ -158,6 +165,8 @@ def generate(
 
     lo, hi = bounds[:, 0].tolist(), bounds[:, 1].tolist()
     out = torch.empty(B, N, dtype=torch.long, device=device)
+    scores = {"cond": torch.zeros(B, N, device=device),
+              "uncond": torch.zeros(B, N, device=device) if use_cfg else None} if return_scores else None
     bar = tqdm(total=N, desc="decode", unit="tok", disable=not progress, leave=False)
     i = 0
     while i < N:
@@ -170,9 +179,15 @@ def generate(
             step = logits.float()  # (R, V)
             if lo[i] > 0 or hi[i] < V:
                 step = constrain(step, lo[i], hi[i])
+            raw = step
             if use_cfg:
                 step = cfg_mix(step[:B], step[B:], guidance_scale, guidance_plausibility)  # (B, V)
             out[:, i] = sample(step, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            if scores is not None:
+                lp = raw.log_softmax(-1).gather(1, out[:, i].repeat(2 if use_cfg else 1).view(-1, 1)).view(-1)
+                scores["cond"][:, i] = lp[:B]
+                if use_cfg:
+                    scores["uncond"][:, i] = lp[B:]
             j = i + 1
         bar.update(j - i)
         if j < N:  # feed tokens i..j-1 to get the logits for index j
@@ -186,4 +201,4 @@ def generate(
             logits = model.decode_step(fed, out_pos[:, i:j], cache)[:, -1]
         i = j
     bar.close()
-    return out
+    return (out, scores) if scores is not None else out

@@ -105,6 +105,26 @@ class OutputPlan:
             out[s.start:s.start + s.length] = r[idx]
         return out
 
+    def split(self, n: int) -> tuple["OutputPlan", "OutputPlan"]:
+        """The plan's first ``n`` output positions and the rest, each a plan of its own (the rest's
+        indices start at 0 again; positions are kept). Decoding the head, appending it to the prompt
+        and decoding the tail yields the same sequence as decoding the whole plan."""
+        if not 0 < n < self.length:
+            raise ValueError(f"split point {n} must be inside the plan's {self.length} positions")
+        head: list[Segment] = []
+        tail: list[Segment] = []
+        for s in self.segments:
+            end = s.start + s.length
+            if end <= n:
+                head.append(s)
+            elif s.start >= n:
+                tail.append(Segment(s.start - n, s.length, s.ranges))
+            else:  # cut inside: the tail's ranges continue the cycle where the head left it
+                k, r = n - s.start, len(s.ranges)
+                head.append(Segment(s.start, k, s.ranges))
+                tail.append(Segment(0, end - n, s.ranges[k % r:] + s.ranges[:k % r]))
+        return OutputPlan(head, self.positions[:n]), OutputPlan(tail, self.positions[n:])
+
 
 # ----------------------------------------------------------------------------- positions
 def _video_positions(p0: int, t: int, h: int, w: int, k: int) -> torch.Tensor:
