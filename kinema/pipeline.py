@@ -21,8 +21,9 @@ Documented behaviour:
   on the previous window's last refined frame) for t2v, i2v, continue and bridge; the other tasks
   decode plainly.
 - ``candidates=K`` (default: ``PipelineConfig.candidates`` when a ``caption_scorer`` component is
-  loaded) draws K first latent frames of a text-to-video/-image call in one batch and keeps the one
-  the caption scorer matches best to the prompt (kinema.decode.rerank); later windows are unchanged.
+  loaded) draws the first ``PipelineConfig.rerank_latents`` latent frames of a text-to-video/-image
+  call K times in one batch and keeps the draw the caption scorer matches best to the prompt
+  (kinema.decode.rerank); the rest is decoded after it as usual.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """
@@ -80,7 +81,8 @@ class PipelineConfig:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
-    candidates: int = 1  # text-to-video/-image: first frames drawn per call, the caption scorer keeps the best
+    candidates: int = 1  # text-to-video/-image: first windows' heads drawn per call, the caption scorer keeps the best
+    rerank_latents: int = 1  # the head: how many leading latents of the first window are drawn `candidates` times
     max_text_tokens: int = 64
     max_seconds: float = MAX_SECONDS
     bf16: bool = True
@@ -306,20 +308,21 @@ class Pipeline:
 
     def _reranked(self, seq: Any, plan: Any, kw: dict[str, Any], video_grid: tuple[int, int, int]
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """One window's output (1, N) whose first latent frame is the caption scorer's pick of
-        ``self._candidates`` drawn in one batch (kinema.decode.rerank)."""
+        """One window's output (1, N) whose first ``rerank_latents`` latent frames are the caption
+        scorer's pick of ``self._candidates`` drawn in one batch (kinema.decode.rerank)."""
         from kinema.decode.rerank import caption_rank, decode_reranked_head
 
-        _, h, w = video_grid
+        t, h, w = video_grid
+        t = max(1, min(self.config.rerank_latents, t))
         per_frame = h * w * self.vocab.video_tokens_per_code
 
-        def to_codes(heads: torch.Tensor) -> torch.Tensor:  # (K, 1 + h*w*k) ids, <bov> first -> (K, h, w) codes
-            return torch.stack([self.vocab.ids_to_video(r[1:].cpu()).view(h, w) for r in heads])
+        def to_codes(heads: torch.Tensor) -> torch.Tensor:  # (K, 1 + t*h*w*k) ids, <bov> first -> (K, t, h, w)
+            return torch.stack([self.vocab.ids_to_video(r[1:].cpu()).view(t, h, w) for r in heads])
 
         dev = self.device
         u = {k: v[0].to(dev) if torch.is_tensor(v[0]) else v[0] for k, v in kw.items()}  # one row, not lists
         out, info = decode_reranked_head(
-            self.lm, seq.ids.to(dev), seq.positions.to(dev), plan, head_len=1 + per_frame, candidates=self._candidates,
+            self.lm, seq.ids.to(dev), seq.positions.to(dev), plan, head_len=1 + t * per_frame, candidates=self._candidates,
             rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **u, **self._opts,
             progress=self._progress)
         return out.view(1, -1), info

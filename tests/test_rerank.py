@@ -158,3 +158,6 @@ def test_pipeline_candidates_need_a_scorer_and_are_recorded():
     assert first["chosen"] == max(range(3), key=lambda i: first["candidate_scores"][i])
     plain = pipe("a red circle", seconds=0.5, seed=0, candidates=1, with_audio=False)
     assert "candidates" not in plain.stats[0]
+    pipe.config.rerank_latents = 99  # the whole first window is drawn K times (only <eov><eos> follow)
+    out = pipe("a red circle", seconds=2.0, seed=0, candidates=2, with_audio=False)
+    assert out.video.shape[0] == 16 and out.stats[0]["candidates"] == 2 and out.stats[1]["task"] == "continue"

@@ -21,16 +21,26 @@ def _threads():
     torch.set_num_threads(1)
 
 
-def test_perturb_changes_exactly_one_attribute_of_one_object():
+def test_perturb_changes_one_attribute_of_one_object_or_drops_one():
     rng = random.Random(0)
     cap = "a small red circle bouncing and a large orange square falling on a gray background"
-    for _ in range(50):
+    kinds = set()
+    for _ in range(60):
         twin = ts.perturb(cap, rng)
         assert twin != cap and twin.endswith("on a gray background")
+        if twin in ("a small red circle bouncing on a gray background",
+                    "a large orange square falling on a gray background"):
+            kinds.add("drop")
+            continue
         a, b = cap.split(), twin.split()
         diff = [(x, y) for x, y in zip(a, b) if x != y and x not in ("a", "an")]
         assert len(diff) == 1 and (diff[0][1] in COLORS or diff[0][1] in SHAPES), twin
         assert " a orange" not in twin and " an red" not in twin
+        kinds.add("swap")
+    assert kinds == {"drop", "swap"}
+    assert ts.drop_object("a small red circle bouncing on a gray background", rng) is None
+    three = "a small red circle bouncing, a small blue square falling and a large green circle static on a black background"
+    assert ts.drop_object(three, random.Random(1)).count(" and ") == 1
     with pytest.raises(ValueError, match="no object"):
         ts.perturb("nothing here", rng)
 
@@ -54,6 +64,7 @@ def test_trained_scorer_tells_the_true_caption_from_its_perturbed_twin(tmp_path,
     held = res["heldout"]
     assert held["retrieval_top1_of_64"] > 0.2  # chance 1/64
     assert held["beats_perturbed_twin"] > 0.7  # chance 0.5
+    assert res["clips"] == 400 and res["frames"] == 800  # both latent frames of every clip
     m = CaptionScorer.from_pretrained(tmp_path / "sc")
     assert m.cfg.code_bits == 6
 
@@ -70,7 +81,7 @@ def test_eval_rerank_runs_on_the_embedded_model(tmp_path, capsys):
     er = load_script("eval_rerank")
     assert er.main(["--prompts", "1", "--candidates", "2", "--exclude", "", "--out", str(tmp_path)]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    ff = res["first_frame"]
+    ff = res["picked"]
     assert res["candidates"] == 2 and {"first", "mean", "oracle", "pmi"} <= set(ff)
     for r in ff.values():  # the oracle picks the best candidate: no ranking aligns more often
         assert 0.0 <= r["aligned"] <= ff["oracle"]["aligned"]

@@ -36,12 +36,13 @@ def pmi(heads: torch.Tensor, scores: dict) -> torch.Tensor:
 
 
 def caption_rank(scorer: Any, text: list[int], to_codes: Callable[[torch.Tensor], torch.Tensor]) -> Rank:
-    """Rank heads by ``scorer.score(to_codes(heads), text)``: ``to_codes`` turns head ids (K, n)
-    into the scorer's code grids (K, h, w)."""
+    """Rank heads by the caption scorer: ``to_codes`` turns head ids (K, n) into code grids
+    (K, t, h, w); a head's rank is ``scorer.score`` with ``text`` averaged over its t latent frames."""
     def rank(heads: torch.Tensor, scores: dict) -> torch.Tensor:
         codes = to_codes(heads)
+        K, t = codes.shape[:2]
         dev = next(scorer.parameters()).device
-        return scorer.score(codes.to(dev), text).float().cpu()
+        return scorer.score(codes.flatten(0, 1).to(dev), text).float().cpu().view(K, t).mean(1)
     return rank
 
 
