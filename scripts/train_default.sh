@@ -40,7 +40,8 @@
 #      with init_deepen, the same 6000-clip shards, 4600 steps at lr 1e-3; 3.05M parameters,
 #      ~1.1 s/step: 82 min, then resumed for the last 419 steps, 8 min) ....................... ~90 min
 #   6d. caption scorer (scripts/train_caption_scorer.py: contrastive caption <-> first-frame codes on the
-#      stage-5 shards, 3000 steps, batch 128, 2 threads; ranks the pipeline's first-frame candidates) .. ~13 min
+#      stage-5 shards, every latent frame, 3000 steps, batch 128, 2 threads, ~4.2 steps/s; ranks the
+#      first-frame candidates of --candidates K) ........................................... ~12 min
 #   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
