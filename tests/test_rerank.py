@@ -9,25 +9,8 @@ from kinema.decode.generate import generate
 from kinema.decode.rerank import decode_reranked_head, pmi
 from kinema.errors import CheckpointError
 from kinema.lm import layout
-from kinema.lm.model import KinemaLM, LMConfig
-from kinema.lm.vocab import Vocab
 from kinema.pipeline import random_pipeline
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def vocab() -> Vocab:
-    return Vocab(text_size=40, video_codebook_size=64, audio_codebook_size=16, audio_num_quantizers=2)
-
-
-@pytest.fixture(scope="module")
-def model(vocab) -> KinemaLM:
-    torch.manual_seed(0)
-    return KinemaLM(LMConfig.preset("tiny", vocab_size=vocab.size, vocab=vocab.to_dict())).eval()
+from test_generate import _threads, model, vocab  # noqa: F401  (the same tiny LM and vocabulary fixtures)
 
 
 def prompts(vocab, grid=(2, 2, 3)):
