@@ -282,13 +282,13 @@ class Pipeline:
             warnings.simplefilter("ignore", UserWarning)  # prompt truncated to the budget
             seq = layout.build_prefix(task, v, text=text, max_text_tokens=self.config.max_text_tokens, **cond)
         plan = layout.output_plan(task, v, video_grid, audio_shape, start_pos=seq.next_pos)
-        kw: dict[str, Any] = {}
+        uncond: dict[str, Any] = {}  # guidance's unconditional prompt, one row
         has_text = bool(text) or self._neg is not None  # without text both branches would be the same
         if self._opts["guidance_scale"] != 1.0 and task != "uncond" and has_text:
             useq = layout.build_prefix(task, v, text=self._neg, drop_text=self._neg is None,
                                        max_text_tokens=self.config.max_text_tokens, **cond)
-            kw = dict(uncond_ids=[useq.ids], uncond_positions=[useq.positions],
-                      uncond_plan=[layout.output_plan(task, v, video_grid, audio_shape, start_pos=useq.next_pos)])
+            uncond = dict(uncond_ids=useq.ids.to(self.device), uncond_positions=useq.positions.to(self.device),
+                          uncond_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=useq.next_pos))
         total = len(seq) + plan.length
         if total > self.lm.cfg.max_seq_len:
             raise ResourceError(f"one {task} window needs {total} tokens but the LM handles {self.lm.cfg.max_seq_len}; "
@@ -296,17 +296,17 @@ class Pipeline:
         stat = {"window": len(self._stats), "task": task, "prefix_tokens": len(seq), "output_tokens": plan.length,
                 "cache_tokens": total - 1}
         if self._candidates > 1 and task in ("t2v", "t2i") and text:
-            out, info = self._reranked(seq, plan, kw, video_grid)
+            out, info = self._reranked(seq, plan, uncond, video_grid)
             stat.update(candidates=self._candidates, candidate_scores=info["rank"], chosen=info["chosen"])
         else:
-            out = generate(self.lm, [seq.ids.to(self.device)], [seq.positions.to(self.device)], [plan], **kw,
-                           **self._opts, progress=self._progress)
+            out = generate(self.lm, [seq.ids.to(self.device)], [seq.positions.to(self.device)], [plan],
+                           **{k: [x] for k, x in uncond.items()}, **self._opts, progress=self._progress)
         self._stats.append(stat)
         cv = cond.get("cond_video_codes")
         hw = video_grid[1:] if video_grid is not None else (tuple(cv.shape[-2:]) if cv is not None else self._grid_hw())
         return layout.revert(torch.cat([seq.ids, out[0].cpu()]), v, video_hw=hw)
 
-    def _reranked(self, seq: Any, plan: Any, kw: dict[str, Any], video_grid: tuple[int, int, int]
+    def _reranked(self, seq: Any, plan: Any, uncond: dict[str, Any], video_grid: tuple[int, int, int]
                   ) -> tuple[torch.Tensor, dict[str, Any]]:
         """One window's output (1, N) whose first ``rerank_latents`` latent frames are the caption
         scorer's pick of ``self._candidates`` drawn in one batch (kinema.decode.rerank)."""
@@ -319,12 +319,10 @@ class Pipeline:
         def to_codes(heads: torch.Tensor) -> torch.Tensor:  # (K, 1 + t*h*w*k) ids, <bov> first -> (K, t, h, w)
             return torch.stack([self.vocab.ids_to_video(r[1:].cpu()).view(t, h, w) for r in heads])
 
-        dev = self.device
-        u = {k: v[0].to(dev) if torch.is_tensor(v[0]) else v[0] for k, v in kw.items()}  # one row, not lists
         out, info = decode_reranked_head(
-            self.lm, seq.ids.to(dev), seq.positions.to(dev), plan, head_len=1 + t * per_frame, candidates=self._candidates,
-            rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **u, **self._opts,
-            progress=self._progress)
+            self.lm, seq.ids.to(self.device), seq.positions.to(self.device), plan, head_len=1 + t * per_frame,
+            candidates=self._candidates, rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **uncond,
+            **self._opts, progress=self._progress)
         return out.view(1, -1), info
 
     def _grid_hw(self) -> tuple[int, int]:

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained
+from kinema.tokenizers.video import codes_to_signs
 
 __all__ = ["ScorerConfig", "CaptionScorer"]
 
@@ -60,7 +61,6 @@ class CaptionScorer(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or ScorerConfig()
         c = cfg.width
-        self.register_buffer("bit_weights", 2 ** torch.arange(cfg.code_bits - 1, -1, -1), persistent=False)
         self.stem = nn.Conv2d(cfg.code_bits, c, 1)
         self.blocks = nn.Sequential(*[_ConvBlock(c) for _ in range(cfg.image_blocks)])
         self.image_proj = nn.Linear(2 * c, cfg.dim)
@@ -77,8 +77,7 @@ class CaptionScorer(nn.Module):
         """codes (B, h, w) long in [0, 2**code_bits) -> unit vectors (B, dim)."""
         if codes.dim() != 3:
             raise ValueError(f"codes must be (B, h, w), got shape {tuple(codes.shape)}")
-        bits = (codes.unsqueeze(1) // self.bit_weights.view(1, -1, 1, 1)) % 2  # (B, bits, h, w)
-        x = self.blocks(self.stem(bits.float() * 2 - 1))
+        x = self.blocks(self.stem(codes_to_signs(codes, self.cfg.code_bits)))  # LFQ bits (B, bits, h, w)
         x = torch.cat([x.mean((2, 3)), x.amax((2, 3))], dim=1)
         return F.normalize(self.image_proj(x), dim=-1)
 
@@ -93,7 +92,8 @@ class CaptionScorer(nn.Module):
             if min(t) < 0 or max(t) >= self.cfg.text_vocab:
                 raise ValueError(f"text ids must be in [0, {self.cfg.text_vocab})")
             ids[i, :len(t)] = torch.tensor(t)
-        return ids.to(self.pos.device), ids.to(self.pos.device) == self.cfg.text_vocab
+        ids = ids.to(self.pos.device)
+        return ids, ids == self.cfg.text_vocab
 
     def encode_text(self, texts: Sequence[Sequence[int]]) -> torch.Tensor:
         """Captions as text ids -> unit vectors (B, dim)."""

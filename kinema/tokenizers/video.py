@@ -61,6 +61,14 @@ class VideoTokenizerConfig:
         return presets[name]
 
 
+def codes_to_signs(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integer LFQ codes (B, *grid) -> their bits as {-1, +1} channels (B, bits, *grid), the first
+    channel the highest bit: the quantised latents the codes stand for."""
+    weights = 2 ** torch.arange(bits - 1, -1, -1, device=codes.device)
+    b = (codes.unsqueeze(1) // weights.view(1, -1, *[1] * (codes.dim() - 1))) % 2
+    return b.float() * 2 - 1
+
+
 def pad_frames(x: torch.Tensor) -> torch.Tensor:
     """Repeat the last frame so T becomes 1 + 4k (the next valid length)."""
     T = x.shape[2]
@@ -150,8 +158,7 @@ class VideoTokenizer(nn.Module):
     def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
         """Quantised latents (B, C, t, h, w) in {-1, +1} for integer codes (B, t, h, w)."""
         self._check_codes(codes)
-        bits = (codes.unsqueeze(1) // self.bit_weights.view(1, -1, 1, 1, 1).to(codes.device)) % 2
-        return bits.float() * 2 - 1
+        return codes_to_signs(codes, self.bit_weights.numel())
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         if not isinstance(codes, torch.Tensor) or codes.ndim != 4 or codes.is_floating_point():
