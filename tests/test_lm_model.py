@@ -1,12 +1,15 @@
 """KinemaLM invariants: KV cache == full forward, prefix-LM visibility, padding, RoPE, save/load, learning."""
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 
 from kinema.errors import CheckpointError, ConfigError, ResourceError
 from kinema.lm.model import KinemaLM, LMConfig
-from kinema.lm.rope import apply_rope, axis_of_pairs, rope_tables
+from kinema.lm.rope import apply_rope, axis_of_pairs, rope_frequencies, rope_tables
 
 V = 97
 
@@ -112,6 +115,50 @@ def test_rope_text_positions_equal_1d_rope_and_relative():
 
     torch.testing.assert_close(score([5, 2, 3], [1, 1, 1]), score([9, 4, 7], [5, 3, 5]), atol=1e-4, rtol=1e-4)
     assert (score([5, 2, 3], [1, 1, 1]) - score([5, 3, 3], [1, 1, 1])).abs() > 1e-4
+
+
+def test_rope_grid_spectrum_singles_out_nearby_cells():
+    hd = 32
+    axes = axis_of_pairs(hd)
+    shared, grid = rope_frequencies(hd), rope_frequencies(hd, spatial="grid")
+    torch.testing.assert_close(shared, 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd)))
+    torch.testing.assert_close(grid[axes == 0], shared[axes == 0])  # time (and text positions) untouched
+    for axis in (1, 2):
+        torch.testing.assert_close(grid[axes == axis], math.pi / 2.0 ** torch.arange(1, 5).float())
+    # still relative: the score depends on position differences only
+    q, k = torch.randn(1, 1, 1, hd), torch.randn(1, 1, 1, hd)
+
+    def score(inv, pq, pk, qv=q, kv=k):
+        cq, sq = rope_tables(torch.tensor([[pq]]), inv, axes, torch.float32)
+        ck, sk = rope_tables(torch.tensor([[pk]]), inv, axes, torch.float32)
+        return float((apply_rope(qv, cq, sq) * apply_rope(kv, ck, sk)).sum())
+
+    assert abs(score(grid, [5, 2, 3], [1, 1, 1]) - score(grid, [9, 4, 7], [5, 3, 5])) < 1e-4
+    # a query matching its key on the width pairs only: how much does one cell of offset cost?
+    w_only = (axes == 2).repeat(2).float().view(1, 1, 1, hd)
+    for inv, most in ((shared, None), (grid, 0.7)):
+        at = [score(inv, [4, 3, 3], [3, 3, 3 + d], w_only, w_only) for d in range(16)]
+        if most is None:
+            assert max(at[1:]) > 0.95 * at[0]  # the shared table barely tells neighbouring cells apart
+        else:
+            assert max(at[1:]) < most * at[0]
+    with pytest.raises(ValueError, match="spatial"):
+        rope_frequencies(hd, spatial="radial")
+
+
+def test_rope_spatial_config_is_checked_and_defaults_to_shared(tmp_path):
+    with pytest.raises(ConfigError, match="rope_spatial"):
+        LMConfig(vocab_size=V, rope_spatial="radial")
+    m = KinemaLM(LMConfig(vocab_size=V, rope_spatial="grid"))
+    m.save_pretrained(tmp_path / "lm")
+    again = KinemaLM.from_pretrained(tmp_path / "lm")
+    assert again.cfg.rope_spatial == "grid"
+    torch.testing.assert_close(again.inv_freq, m.inv_freq)
+    cfg_file = tmp_path / "lm" / "config.json"  # a checkpoint written before the option existed
+    d = json.loads(cfg_file.read_text())
+    del d["config"]["rope_spatial"]
+    cfg_file.write_text(json.dumps(d))
+    assert KinemaLM.from_pretrained(tmp_path / "lm").cfg.rope_spatial == "shared"
 
 
 def test_kv_cache_trim_and_overflow():

@@ -30,7 +30,7 @@ from kinema.checkpoint import load_pretrained, load_state_strict, save_pretraine
 from kinema.errors import CheckpointError, ConfigError
 from kinema.lm.attention import Attention, KVCache, prefix_lm_mask
 from kinema.lm.loss import fused_linear_cross_entropy
-from kinema.lm.rope import axis_of_pairs, default_positions, rope_tables
+from kinema.lm.rope import SPATIAL_SPECTRA, axis_of_pairs, default_positions, rope_frequencies, rope_tables
 
 __all__ = ["LMConfig", "LMOutput", "KinemaLM", "PRESETS"]
 
@@ -56,6 +56,7 @@ class LMConfig:
     ffn_dim: int = 176
     max_seq_len: int = 4096
     rope_theta: float = 10000.0
+    rope_spatial: str = "shared"  # "grid": height/width rotary pairs at pi/2, pi/4, ... rad per cell (kinema.lm.rope)
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     init_std: float = 0.02
@@ -72,6 +73,8 @@ class LMConfig:
             raise ConfigError(f"LMConfig.n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if (self.dim // self.n_heads) % 2:
             raise ConfigError(f"head dim {self.dim // self.n_heads} must be even (rotary pairs)")
+        if self.rope_spatial not in SPATIAL_SPECTRA:
+            raise ConfigError(f"LMConfig.rope_spatial must be one of {SPATIAL_SPECTRA}, got {self.rope_spatial!r}")
         if self.vocab.get("size", self.vocab_size) != self.vocab_size:
             raise ConfigError(f"LMConfig.vocab_size {self.vocab_size} differs from its vocabulary's size {self.vocab['size']}")
 
@@ -152,7 +155,7 @@ class KinemaLM(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         hd = cfg.head_dim
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+        inv_freq = rope_frequencies(hd, cfg.rope_theta, cfg.rope_spatial)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("rope_axes", axis_of_pairs(hd), persistent=False)
         self.reset_parameters()

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["axis_of_pairs", "rope_tables", "apply_rope", "default_positions"]
+import math
+
+__all__ = ["axis_of_pairs", "rope_frequencies", "rope_tables", "apply_rope", "default_positions", "SPATIAL_SPECTRA"]
+
+SPATIAL_SPECTRA = ("shared", "grid")
 
 # pattern of axes over consecutive frequency pairs: time gets half, height and width a quarter each
 _PATTERN = (0, 1, 0, 2)
@@ -23,6 +27,23 @@ def axis_of_pairs(head_dim: int) -> torch.Tensor:
         raise ValueError(f"head_dim must be even for rotary embeddings, got {head_dim}")
     n = head_dim // 2
     return torch.tensor([_PATTERN[i % len(_PATTERN)] for i in range(n)], dtype=torch.long)
+
+
+def rope_frequencies(head_dim: int, theta: float = 10000.0, spatial: str = "shared") -> torch.Tensor:
+    """Angular frequency (rad per position step) of each of the head_dim/2 pairs, (head_dim/2,) float32.
+
+    ``"shared"``: the ordinary RoPE table ``theta ** (-2i / head_dim)`` for every pair. ``"grid"``:
+    time pairs keep that table; the j-th height pair and the j-th width pair turn ``pi / 2 ** (j + 1)``
+    rad per cell."""
+    if spatial not in SPATIAL_SPECTRA:
+        raise ValueError(f"spatial spectrum must be one of {SPATIAL_SPECTRA}, got {spatial!r}")
+    axes = axis_of_pairs(head_dim)
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if spatial == "grid":
+        for axis in (1, 2):
+            idx = (axes == axis).nonzero().view(-1)
+            inv[idx] = math.pi / 2.0 ** (torch.arange(idx.numel(), dtype=torch.float32) + 1)
+    return inv
 
 
 def default_positions(batch: int, length: int, device: torch.device | str = "cpu", start: int = 0) -> torch.Tensor:
