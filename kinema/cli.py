@@ -193,13 +193,16 @@ def _add_eval(sub) -> None:
     p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="judge frames refined by the diffusion decoder head (default: the model's pipeline.json)")
+    p.add_argument("--first-frame", choices=("generated", "truth"), default="generated",
+                   help="truth: generate image-to-video from the synthetic world's own first frame of each prompt, "
+                        "which separates what the first frame gets wrong from what the frames after it do")
 
 
 def _run_eval(args) -> int:
     import json as _json
 
     from kinema.data.heldout import heldout_captions
-    from kinema.eval.run import evaluate_pipeline, heldout_prompts, manifest_captions
+    from kinema.eval.run import evaluate_pipeline, heldout_prompts, manifest_captions, render_caption
 
     if args.prompts <= 0 or args.seconds <= 0:
         raise ValueError("--prompts and --seconds must be positive")
@@ -208,13 +211,20 @@ def _run_eval(args) -> int:
     if clash:  # a training set not written by `kinema synth` (which skips them): those prompts are replaced
         print(f"eval: warning: {len(clash)} of the first {args.prompts} held-out prompts are captions of "
               f"{args.exclude}; they are skipped, so this prompt set differs from other evaluations'", file=sys.stderr)
+    if args.first_frame == "truth" and args.backend != "ar":
+        raise ValueError("--first-frame truth generates image-to-video, which only the ar backend does")
     pipe = _pipeline(args)
-    gen = lambda prompt, seconds, seed: pipe(prompt, seconds=seconds, seed=seed, temperature=args.temperature,  # noqa: E731
-                                             top_k=args.top_k, guidance_scale=args.guidance,
-                                             guidance_plausibility=args.guidance_plausibility,
-                                             backend=args.backend, refine=args.refine,
-                                             candidates=args.candidates)
-    settings = {"backend": args.backend, **pipe.sampling_options(
+
+    def gen(prompt: str, seconds: float, seed: int):
+        image = None
+        if args.first_frame == "truth":
+            (w, h), fps = pipe.config.size, pipe.config.fps
+            image = render_caption(prompt, 1.0 / fps, w, h, fps).frames[0].numpy()
+        return pipe(prompt, image=image, seconds=seconds, seed=seed, temperature=args.temperature, top_k=args.top_k,
+                    guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
+                    backend=args.backend, refine=args.refine, candidates=args.candidates)
+
+    settings = {"backend": args.backend, "first_frame": args.first_frame, **pipe.sampling_options(
         guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
         temperature=args.temperature, top_k=args.top_k, refine=args.refine, candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinema.errors import KinemaError  # noqa: E402
 from kinema.eval.metrics import evaluate_clip  # noqa: E402
-from kinema.eval.run import _render_caption, heldout_prompts  # noqa: E402
+from kinema.eval.run import render_caption, heldout_prompts  # noqa: E402
 from kinema.pipeline import Pipeline  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def run(args) -> dict:
     fps = float(first.config.fps)
     rows: dict[str, list] = {"truth": [], "codec": [], **{f"v2a {m}": [] for m in pipes}}
     for i, caption in enumerate(tqdm(prompts, desc="av sources", unit="prompt")):
-        clip = _render_caption(caption, args.seconds, W, H, fps)
+        clip = render_caption(caption, args.seconds, W, H, fps)
         if clip is None:
             continue
 

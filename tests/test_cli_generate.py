@@ -131,3 +131,34 @@ def test_eval_passes_sampling_options_and_records_them(model_dir, tmp_path, monk
     assert summary["settings"]["guidance_plausibility"] == 0.05
     assert summary["settings"]["temperature"] == Pipeline.from_pretrained(model_dir).config.temperature
     assert "guidance_scale" in (out / "report.html").read_text()
+
+
+def test_eval_first_frame_truth_generates_from_the_worlds_own_frame(model_dir, tmp_path, monkeypatch):
+    """`kinema eval --first-frame truth` hands each prompt's rendered first frame to the pipeline
+    (image-to-video) and says so in the summary; the DiT backend, which has no image-to-video, is refused."""
+    import json
+
+    import numpy as np
+
+    from kinema.eval.run import heldout_prompts, render_caption
+
+    images = []
+    real_call = Pipeline.__call__
+
+    def spy(self, *a, **k):
+        images.append(k.get("image"))
+        return real_call(self, *a, **k)
+
+    monkeypatch.setattr(Pipeline, "__call__", spy)
+    out = tmp_path / "eval"
+    assert _run("eval", "--model", model_dir, "--prompts", 2, "--seconds", 1, "--first-frame", "truth",
+                "--no-refine", "--out", out) == 0
+    cfg = Pipeline.from_pretrained(model_dir).config
+    for img, prompt in zip(images, heldout_prompts(2)):
+        want = render_caption(prompt, 1.0 / cfg.fps, cfg.size[0], cfg.size[1], cfg.fps).frames[0].numpy()
+        assert img is not None and np.array_equal(img, want)
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert summary["settings"]["first_frame"] == "truth"
+    assert summary["generated"]["clips"] == 2
+    assert _run("eval", "--model", model_dir, "--prompts", 1, "--seconds", 1, "--first-frame", "truth",
+                "--backend", "dit", "--out", tmp_path / "e2") != 0

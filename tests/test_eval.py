@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from kinema.data.synthetic import generate
 from kinema.eval.detector import detect_frame, detect_frames
 from kinema.eval.metrics import audio_onsets, evaluate_clip, parse_caption
+from kinema.eval.run import summarize
 from conftest import load_script
 
 SEEDS = range(2000, 2012)
@@ -84,6 +85,26 @@ def test_time_shuffle_breaks_motion(clips):
     assert np.mean([m or 0 for m in shuf_m]) < np.mean([m or 0 for m in true_m]) - 0.3
 
 
+def test_slide_speed_and_motion_by_kind(clips):
+    """Renders slide along their captioned direction at a few px/frame; frozen or reversed clips do not."""
+    truth = [evaluate_clip(c.frames, c.caption, c.fps) for c in clips]
+    frozen = [evaluate_clip(c.frames[:1].expand_as(c.frames).contiguous(), c.caption, c.fps) for c in clips]
+    backward = [evaluate_clip(c.frames.flip(0), c.caption, c.fps) for c in clips]
+
+    def speeds(rs):
+        return [m["slide_speed"] for r in rs for m in r["motions"] if m["slide_speed"] is not None]
+
+    assert len(speeds(truth)) >= 5
+    assert 2.0 < np.median(speeds(truth)) < 10.0
+    assert max(abs(v) for v in speeds(frozen)) < 0.5
+    assert np.median(speeds(backward)) < -2.0
+    s = summarize(truth)
+    assert s["slide_speed_px_per_frame"] == pytest.approx(np.median(speeds(truth)))
+    assert set(s["motion_by_kind"]) <= {"static", "sliding", "bouncing", "falling"} and "sliding" in s["motion_by_kind"]
+    assert s["motion_by_kind"]["sliding"] >= 0.8
+    assert summarize(frozen)["motion_by_kind"]["sliding"] == 0.0
+
+
 def test_audio_onsets_and_bad_input():
     sr = 16000
     wav = np.zeros(sr, np.float32)
@@ -101,11 +122,11 @@ def test_audio_onsets_and_bad_input():
 
 def test_evaluate_pipeline_report_with_the_world_as_generator(tmp_path):
     """The synthetic world's own render as the 'generator' scores perfectly; report files appear."""
-    from kinema.eval.run import _render_caption, evaluate_pipeline, heldout_prompts
+    from kinema.eval.run import render_caption, evaluate_pipeline, heldout_prompts
     from kinema.pipeline_io import GenerationOutput
 
     def gen(prompt, seconds, seed):
-        c = _render_caption(prompt, seconds, 64, 64, 8.0)
+        c = render_caption(prompt, seconds, 64, 64, 8.0)
         return GenerationOutput(c.frames, 8.0, c.audio, c.sample_rate)
 
     prompts = heldout_prompts(2, exclude={heldout_prompts(1)[0]})

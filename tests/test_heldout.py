@@ -4,7 +4,7 @@ import json
 
 from kinema.data.heldout import draw_captions, heldout_captions, heldout_seed, is_heldout
 from kinema.data.synthetic import sample_scene, write_dataset
-from kinema.eval.run import _render_caption, heldout_prompts
+from kinema.eval.run import render_caption, heldout_prompts
 
 
 def test_list_is_distinct_and_each_seed_renders_its_caption():
@@ -41,5 +41,5 @@ def test_eval_prompts_are_the_list_in_order():
     assert heldout_prompts(3, exclude={caps[0]}) == caps[1:4]  # a clash with a training manifest is skipped
     more = heldout_prompts(130)
     assert more[:128] == caps and len(set(more)) == 130
-    frames = _render_caption(caps[5], 0.5, 32, 32, 8.0)
+    frames = render_caption(caps[5], 0.5, 32, 32, 8.0)
     assert frames is not None and frames.caption == caps[5]

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from kinema.eval.metrics import evaluate_clip
-from kinema.eval.run import _render_caption, heldout_prompts, summarize
+from kinema.eval.run import render_caption, heldout_prompts, summarize
 from kinema.pipeline_io import to_model, to_uint8
 
 
@@ -42,7 +42,7 @@ def tokenizer_roundtrip(vt, frames: torch.Tensor) -> torch.Tensor:
 def caption_renders(captions: list[str], seconds: float, size: tuple[int, int], fps: float
                     ) -> list[tuple[torch.Tensor, str]]:
     """(uint8 frames, caption) of the synthetic world's own render of each held-out caption."""
-    renders = [(_render_caption(p, seconds, size[0], size[1], fps), p) for p in captions]
+    renders = [(render_caption(p, seconds, size[0], size[1], fps), p) for p in captions]
     return [(c.frames, p) for c, p in renders if c is not None]
 
 

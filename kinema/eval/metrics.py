@@ -22,7 +22,8 @@ import torch
 from kinema.data.synthetic import BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES
 from kinema.eval.detector import Detection, detect_frames, track_objects
 
-__all__ = ["CaptionObject", "parse_caption", "prompt_alignment", "alignment_parts", "motion_correct", "persistence",
+__all__ = ["CaptionObject", "parse_caption", "prompt_alignment", "alignment_parts", "motion_correct", "slide_speed",
+           "persistence",
            "visual_contacts", "audio_onsets", "av_sync", "evaluate_clip"]
 
 _MOTION_RE = "|".join(sorted((m if m != "static" else "standing still" for m in MOTIONS), key=len, reverse=True))
@@ -84,6 +85,32 @@ def _series(track: list[Detection | None]) -> tuple[np.ndarray, np.ndarray]:
     return idx, xy
 
 
+_SLIDE_DIRS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
+def _slide_velocity(v: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """Median (vx, vy) px/frame of per-frame steps ``v`` (n, 2), wrap-around jumps left out."""
+    step = v[np.abs(v).max(1) < 0.25 * min(size)]
+    return np.median(step, axis=0) if len(step) else None
+
+
+def slide_speed(track: list[Detection | None], motion: str, size: tuple[int, int]) -> float | None:
+    """A sliding object's median speed along its captioned direction, px/frame (negative: the wrong
+    way); None when the object is seen in fewer than 3 frames or the motion is not a slide. The
+    binary motion score says whether an object slides the right way; this says how far it is from
+    doing so (renders of the synthetic world slide at about 5 px/frame at 128x128)."""
+    if not motion or not motion.startswith("sliding"):
+        return None
+    idx, xy = _series(track)
+    if len(idx) < 3:
+        return None
+    vm = _slide_velocity(np.diff(xy, axis=0) / np.diff(idx)[:, None], size)
+    if vm is None:
+        return None
+    want = _SLIDE_DIRS[motion.split()[1]]
+    return float(vm[0] * want[0] + vm[1] * want[1])
+
+
 def motion_correct(track: list[Detection | None], motion: str, size: tuple[int, int]) -> bool | None:
     """Does the track move as ``motion`` says? ``size`` = (W, H). None when it cannot be judged."""
     W, H = size
@@ -95,11 +122,10 @@ def motion_correct(track: list[Detection | None], motion: str, size: tuple[int, 
     if motion == "static":
         return bool(np.abs(xy - xy[0]).max() < 0.03 * H)
     if motion.startswith("sliding"):
-        step = v[np.abs(v).max(1) < 0.25 * min(W, H)]  # ignore wrap-around jumps
-        if len(step) == 0:
+        vm = _slide_velocity(v, size)
+        if vm is None:
             return False
-        vm = np.median(step, axis=0)
-        want = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}[motion.split()[1]]
+        want = _SLIDE_DIRS[motion.split()[1]]
         axis = 0 if want[0] else 1
         return bool(vm[axis] * want[axis] > speed_tol and abs(vm[1 - axis]) < abs(vm[axis]) / 2)
     if motion == "bouncing":
@@ -207,10 +233,11 @@ def evaluate_clip(frames: torch.Tensor, caption: str, fps: float, audio: torch.T
     tracks = track_objects(detect_frames(frames, background=bg))
     for c in (o.color for o in objs):
         tracks.setdefault(c, [None] * T)
-    motions = [motion_correct(tracks[o.color], o.motion, (W, H)) for o in objs if o.motion]
-    motions = [m for m in motions if m is not None]
+    per_object = [{"motion": o.motion, "correct": motion_correct(tracks[o.color], o.motion, (W, H)),
+                   "slide_speed": slide_speed(tracks[o.color], o.motion, (W, H))} for o in objs if o.motion]
+    motions = [m["correct"] for m in per_object if m["correct"] is not None]
     res = {"caption": caption, "aligned": prompt_alignment(tracks, objs),
-           "motion_correct": float(np.mean(motions)) if motions else None,
+           "motion_correct": float(np.mean(motions)) if motions else None, "motions": per_object,
            **alignment_parts(tracks, objs), **persistence(tracks, objs)}
     if audio is not None and sample_rate:
         contacts = [c / fps for o in objs if o.motion in ("bouncing", "falling")

@@ -58,6 +58,8 @@ def write_html(path: str | Path, summary: dict, clips: list[dict]) -> Path:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, dict):  # e.g. motion_by_kind
+        return ", ".join(f"{html.escape(str(k))} {_fmt(x)}" for k, x in v.items()) or "–"
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 

@@ -25,7 +25,8 @@ from kinema.data.heldout import HELDOUT_SEED, draw_captions, heldout_captions, h
 from kinema.data.synthetic import generate, sample_scene
 from kinema.eval.metrics import evaluate_clip
 
-__all__ = ["heldout_prompts", "manifest_captions", "psnr", "ssim", "tokenizer_quality", "summarize", "evaluate_pipeline"]
+__all__ = ["heldout_prompts", "manifest_captions", "psnr", "ssim", "tokenizer_quality", "summarize", "evaluate_pipeline",
+           "render_caption"]
 
 
 def heldout_prompts(n: int, exclude: set[str] | None = None) -> list[str]:
@@ -122,6 +123,9 @@ def summarize(results: list[dict]) -> dict:
         return float(np.mean(vals)) if vals else None
 
     av = [r["av"] for r in results if r.get("av")]
+    objects = [m for r in results for m in r.get("motions", [])]
+    kinds = sorted({m["motion"].split()[0] for m in objects})
+    speeds = [m["slide_speed"] for m in objects if m.get("slide_speed") is not None]
     return {
         "clips": len(results),
         "prompt_alignment": mean([float(r["aligned"]) for r in results]),
@@ -130,6 +134,12 @@ def summarize(results: list[dict]) -> dict:
         "motion_correct": mean([r["motion_correct"] for r in results]),
         "persistence_frames": mean([r["frames_all_objects"] for r in results]),
         "reappeared": mean([r["reappeared"] for r in results]),
+        # per kind of motion (static / sliding / bouncing / falling): the fraction of objects right
+        "motion_by_kind": {k: mean([float(m["correct"]) for m in objects
+                                 if m["motion"].split()[0] == k and m["correct"] is not None])
+                           for k in kinds},
+        # sliding objects: median speed along the captioned direction, px/frame (seen >= 3 frames)
+        "slide_speed_px_per_frame": float(np.median(speeds)) if speeds else None,
         "av_sync_within_one_frame": mean([a["within_one_frame"] for a in av]),
         "av_mean_abs_offset_frames": mean([a["mean_abs_offset_frames"] for a in av]),
     }
@@ -169,7 +179,7 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
         summary["settings"] = dict(settings)
     if reference:  # the same captions rendered by the synthetic world: what a perfect model would score
         for i in range(len(prompts)):
-            c = _render_caption(prompts[i], seconds, g.video.shape[2], g.video.shape[1], g.fps)
+            c = render_caption(prompts[i], seconds, g.video.shape[2], g.video.shape[1], g.fps)
             if c is not None:
                 ref_results.append(evaluate_clip(c.frames, c.caption, c.fps, c.audio, c.sample_rate))
         summary["reference_truth"] = summarize(ref_results)
@@ -186,8 +196,8 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
     return summary
 
 
-def _render_caption(caption: str, seconds: float, W: int, H: int, fps: float):
-    """The synthetic world's own render of a held-out caption (found again from its seed)."""
+def render_caption(caption: str, seconds: float, W: int, H: int, fps: float):
+    """The synthetic world's own render of a held-out caption (found again from its seed), or None."""
     from kinema.data.synthetic import render
 
     seed = heldout_seed(caption)
