@@ -185,3 +185,18 @@ def test_nan_steps_in_a_row_stop_with_one_line(tmp_path):
                       "Resume from the last checkpoint with a lower learning rate."], r.stderr[-3000:]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "final").exists()
+
+
+def test_every_lm_config_in_the_repo_parses():
+    """Each configs/lm/*.yaml loads into the trainer's config and gives a valid LMConfig (a typo in a
+    key, e.g. model.rope_spatial, fails here rather than after DeepSpeed starts)."""
+    from conftest import REPO, load_script
+    from kinema.config import load_config
+    from kinema.lm.model import LMConfig
+
+    mod = load_script("train_lm")
+    paths = sorted((REPO / "configs" / "lm").glob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        cfg = load_config(mod.LMTrainConfig, str(path), [])
+        LMConfig.preset(cfg.preset, **{**cfg.model, "vocab_size": 1024})
