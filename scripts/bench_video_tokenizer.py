@@ -119,7 +119,8 @@ def roundtrip_ceiling(vt: VideoTokenizer, n: int, seconds: float, exclude: str |
 
     captions = heldout_prompts(n, exclude=manifest_captions(exclude) if exclude else None)
     renders = caption_renders(captions, seconds, (SIZE, SIZE), FPS)
-    keys = ("prompt_alignment", "color_alignment", "shape_accuracy", "motion_correct", "persistence_frames")
+    keys = ("prompt_alignment", "color_alignment", "shape_accuracy", "motion_correct", "motion_by_kind",
+            "slide_speed_px_per_frame", "persistence_frames")
     ref = judge([f for f, _ in renders], [p for _, p in renders], FPS)
     rt = judge([tokenizer_roundtrip(vt, f) for f, _ in renders], [p for _, p in renders], FPS)
     return {"prompts": len(renders), "seconds": seconds, **{f"render_{k}": ref[k] for k in keys},
