@@ -32,7 +32,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinema.errors import KinemaError  # noqa: E402
 from kinema.eval.metrics import evaluate_clip  # noqa: E402
-from kinema.eval.run import render_caption, heldout_prompts  # noqa: E402
+from kinema.eval.run import heldout_prompts, render_caption  # noqa: E402
 from kinema.pipeline import Pipeline  # noqa: E402
 
 

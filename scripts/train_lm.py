@@ -246,7 +246,8 @@ def train(args) -> int:
         init = KinemaLM.from_pretrained(cfg.init_from).float()
         grown = ""
         if cfg.init_deepen and init.cfg.n_layers != mcfg.n_layers:
-            shape = ("vocab_size", "dim", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings", "rope_theta", "norm_eps")
+            shape = ("vocab_size", "dim", "n_heads", "n_kv_heads", "ffn_dim", "tie_embeddings", "rope_theta",
+                     "rope_spatial", "norm_eps")
             differ = [k for k in shape if getattr(init.cfg, k) != getattr(mcfg, k)]
             if differ:
                 raise ConfigError(f"init_deepen: {cfg.init_from} differs from this run's model in {', '.join(differ)}, "

@@ -122,7 +122,7 @@ def test_audio_onsets_and_bad_input():
 
 def test_evaluate_pipeline_report_with_the_world_as_generator(tmp_path):
     """The synthetic world's own render as the 'generator' scores perfectly; report files appear."""
-    from kinema.eval.run import render_caption, evaluate_pipeline, heldout_prompts
+    from kinema.eval.run import evaluate_pipeline, heldout_prompts, render_caption
     from kinema.pipeline_io import GenerationOutput
 
     def gen(prompt, seconds, seed):

@@ -4,7 +4,7 @@ import json
 
 from kinema.data.heldout import draw_captions, heldout_captions, heldout_seed, is_heldout
 from kinema.data.synthetic import sample_scene, write_dataset
-from kinema.eval.run import render_caption, heldout_prompts
+from kinema.eval.run import heldout_prompts, render_caption
 
 
 def test_list_is_distinct_and_each_seed_renders_its_caption():

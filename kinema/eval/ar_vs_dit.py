@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from kinema.eval.metrics import evaluate_clip
-from kinema.eval.run import render_caption, heldout_prompts, summarize
+from kinema.eval.run import heldout_prompts, render_caption, summarize
 from kinema.pipeline_io import to_model, to_uint8
 
 

@@ -23,8 +23,7 @@ from kinema.data.synthetic import BACKGROUNDS, COLORS, MOTIONS, SHAPES, SIZES
 from kinema.eval.detector import Detection, detect_frames, track_objects
 
 __all__ = ["CaptionObject", "parse_caption", "prompt_alignment", "alignment_parts", "motion_correct", "slide_speed",
-           "persistence",
-           "visual_contacts", "audio_onsets", "av_sync", "evaluate_clip"]
+           "persistence", "visual_contacts", "audio_onsets", "av_sync", "evaluate_clip"]
 
 _MOTION_RE = "|".join(sorted((m if m != "static" else "standing still" for m in MOTIONS), key=len, reverse=True))
 _OBJ_RE = re.compile(rf"\b(?:a|an|one)\s+(?:({'|'.join(SIZES)})\s+)?({'|'.join(COLORS)})\s+({'|'.join(SHAPES)})"
