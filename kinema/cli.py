@@ -219,7 +219,10 @@ def _run_eval(args) -> int:
         image = None
         if args.first_frame == "truth":
             (w, h), fps = pipe.config.size, pipe.config.fps
-            image = render_caption(prompt, 1.0 / fps, w, h, fps).frames[0].numpy()
+            clip = render_caption(prompt, 1.0 / fps, w, h, fps)
+            if clip is None:
+                raise ValueError(f"--first-frame truth: no synthetic-world scene renders the prompt {prompt!r}")
+            image = clip.frames[0].numpy()
         return pipe(prompt, image=image, seconds=seconds, seed=seed, temperature=args.temperature, top_k=args.top_k,
                     guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
                     backend=args.backend, refine=args.refine, candidates=args.candidates)

@@ -3,7 +3,8 @@
     python scripts/train_caption_scorer.py --shards runs/tokens/train --steps 2000 --out runs/caption_scorer
 
 Data: every latent frame (codes (h, w); ``--latents first``: only the single-frame first one) and the
-caption of every clip in the LM's training token shards; the last ``--val`` clips are held out. Loss: CLIP's symmetric InfoNCE over the batch
+caption of every clip in the LM's training token shards; the last ``--val`` clips are held out.
+Loss: CLIP's symmetric InfoNCE over the batch
 (Radford et al., 2021), plus one *hard negative* per frame: its own caption with one object's colour
 or shape swapped for another (``perturb``), so the scorer must read every attribute, not just tell
 captions apart. AdamW, cosine LR. Prints held-out accuracy: retrieval among 64 captions, and how

@@ -4,14 +4,25 @@ Follows RoFormer (Su et al., 2021, arXiv:2104.09864) for the rotation and Qwen2-
 (Wang et al., 2024, arXiv:2409.12191) for splitting the rotary frequency pairs between the time,
 height and width axes. Unlike Qwen2-VL's contiguous sections we interleave the axes across the
 spectrum (t, h, t, w, t, h, ...), as VideoRoPE (Wei et al., 2025, arXiv:2502.05173) suggests, so
-every axis gets both fast and slow frequencies. All pairs share the ordinary RoPE frequency table,
-so a text/audio token at position (p, p, p) is rotated exactly as 1-D RoPE would rotate position p.
+every axis gets both fast and slow frequencies. By default all pairs share the ordinary RoPE
+frequency table, so a text/audio token at position (p, p, p) is rotated exactly as 1-D RoPE would
+rotate position p.
+
+That table was made for thousands of positions; a latent grid is 16 cells a side. With head_dim 32
+the width axis gets 0.18, 0.018, ... rad per cell: one usable frequency, so a query cannot single
+out "the cell three to the left, one latent earlier", which moving an object needs.
+``spatial="grid"`` (:func:`rope_frequencies`) gives the height and width pairs a spectrum made for
+grids: pi/2, pi/4, pi/8, ... rad per cell (periods 4, 8, 16, ... cells, a binary code of the
+offset), per-axis frequencies as in RoPE for vision transformers (Heo et al., 2024,
+arXiv:2403.13298). The time pairs keep the shared table, so text positions still reach thousands;
+text tokens are then also turned by the grid pairs, which keeps attention a function of relative
+position but is no longer exactly 1-D RoPE.
 """
 from __future__ import annotations
 
-import torch
-
 import math
+
+import torch
 
 __all__ = ["axis_of_pairs", "rope_frequencies", "rope_tables", "apply_rope", "default_positions", "SPATIAL_SPECTRA"]
 
