@@ -20,6 +20,9 @@ directories (scripts/extract_tokens.py); when ``data.train`` is empty, structure
 are written to ``<run_dir>/synthetic_{train,eval}`` first. DeepSpeed checkpoints go to
 ``<run_dir>/ds_checkpoints`` (client state: step, epoch, batch position, RNG) and a rerun resumes
 from the latest one; the end of training writes ``<run_dir>/final`` in save_pretrained format.
+With ``train.handoff_dir`` every stop also writes a hand-off there (kinema.handoff: bf16 weights, step,
+metrics; small enough to commit), and a run with no DeepSpeed checkpoint goes on from it at that step:
+how a schedule longer than one machine's lifetime is trained.
 Mixed precision: bf16 autocast in the forward (fp32 master weights and optimizer state in the
 engine), which works on every DeepSpeed accelerator including CPU. A non-finite loss on any rank
 skips that micro-batch on every rank (with ``grad_accum`` 1 the whole update: no optimizer or LR
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,6 +55,7 @@ from kinema.checkpoint import rng_state, set_rng_state  # noqa: E402
 from kinema.config import from_dict, load_config, save_config, to_dict  # noqa: E402
 from kinema.distributed import all_finite, deepspeed_config, init_distributed  # noqa: E402
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
+from kinema.handoff import read_handoff, write_handoff  # noqa: E402
 from kinema.lm.grow import deepen  # noqa: E402
 from kinema.lm.model import KinemaLM, LMConfig  # noqa: E402
 from kinema.lm.shards import Record, ShardWriter, TokenShards  # noqa: E402
@@ -90,6 +95,9 @@ class OptimConfig:
     log_every: int = 10
     seed: int = 0
     max_minutes: float = 0.0  # 0: no limit; else stop (after a checkpoint) when exceeded
+    # a hand-off directory (kinema.handoff): written at every stop, and read when run_dir has no
+    # DeepSpeed checkpoint, so a run goes on at the same step on a machine without runs/ (e.g. via git)
+    handoff_dir: str = ""
     stop_after: int = 0  # testing: exit hard right after the checkpoint of this step (simulated kill)
     # fault drills/tests: the loss of these steps (numbered 1.., as in metrics.jsonl) is made NaN, so
     # the non-finite guard must skip them; never set it for real training
@@ -261,23 +269,42 @@ def train(args) -> int:
                               f"do not match this run's {mcfg.vocab_size} / {mcfg.num_params()}{hint}")
         model.load_state_dict(init.state_dict())
         log(f"initialised from {cfg.init_from}{grown}")
+    ckpt_dir = run / "ds_checkpoints"
+    start = {"step": 0}  # where this engine's LR schedule starts: a hand-off's step, else 0
+    handoff = read_handoff(tc.handoff_dir) if tc.handoff_dir else None
+    if handoff is not None and not (ckpt_dir / "latest").is_file():  # a local checkpoint (full state) wins
+        carried = KinemaLM.from_pretrained(tc.handoff_dir).float()
+        if carried.cfg != mcfg:
+            raise ConfigError(f"handoff_dir {tc.handoff_dir}: its model config differs from this run's")
+        model.load_state_dict(carried.state_dict())
+        start["step"] = handoff["step"]
+        if rank == 0 and (Path(tc.handoff_dir) / "metrics.jsonl").is_file() and not (run / "metrics.jsonl").is_file():
+            run.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(tc.handoff_dir) / "metrics.jsonl", run / "metrics.jsonl")
+        log(f"continuing from the hand-off in {tc.handoff_dir} at step {start['step']} (written "
+            f"{handoff.get('written', '?')}): fresh optimizer state, learning rate warmed up again over {tc.warmup} steps")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=tc.lr, betas=tc.betas)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: cosine_lr(s, 1.0, tc.warmup, tc.steps, tc.min_lr_ratio))
+
+    def lr_factor(s: int) -> float:  # s counts this engine's scheduler steps, from start["step"] on
+        f = cosine_lr(s + start["step"], 1.0, tc.warmup, tc.steps, tc.min_lr_ratio)
+        return f * min(1.0, (s + 1) / tc.warmup) if start["step"] and tc.warmup > 0 else f  # Adam starts afresh
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_cfg)
     log(f"KinemaLM {cfg.preset}: {mcfg.num_params() / 1e6:.2f}M params, vocab {vocab.size}, "
         f"ZeRO stage {ds_cfg.get('zero_optimization', {}).get('stage', 0)}, {world} process(es), device {device}")
 
-    # resume
-    ckpt_dir = run / "ds_checkpoints"
-    step, epoch, pos = 0, 0, 0
+    # resume: from a DeepSpeed checkpoint, else at a hand-off's step (data order as if never stopped)
+    step = start["step"]
+    epoch, pos = divmod(step * tc.grad_accum, len(batches_for_rank(sampler, 0, rank, world)))
     if (ckpt_dir / "latest").is_file():
         path, client = engine.load_checkpoint(str(ckpt_dir))
         if path is not None:
             step, epoch, pos = client["step"], client["epoch"], client["pos"]
+            start["step"] = client.get("start_step", 0)
             set_rng_state(client["rng"])
             log(f"resumed from {path} at step {step}")
     logger = MetricsLogger(run, enabled=rank == 0)
@@ -336,7 +363,7 @@ def train(args) -> int:
                 log(f"step {step}: eval loss {ev:.4f}" + "".join(f", {k[5:-5]} {v:.4f}" for k, v in per_task.items()))
             out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
             if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
-                client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state()}
+                client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state(), "start_step": start["step"]}
                 engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
                 if tc.stop_after and step == tc.stop_after:
                     dist.barrier()
@@ -348,13 +375,16 @@ def train(args) -> int:
         bar.close()
     if rank == 0:
         logger.plot()
-    export_final(engine, mcfg, ckpt_dir, run / "final", ds_cfg, rank)
+    final = export_final(engine, mcfg, ckpt_dir, run / "final", ds_cfg, rank)
+    if final is not None and tc.handoff_dir:
+        log(f"hand-off at step {step}: wrote {write_handoff(tc.handoff_dir, final, step, run)}")
     dist.barrier()
     return 0
 
 
-def export_final(engine, mcfg: LMConfig, ckpt_dir: Path, out: Path, ds_cfg: dict, rank: int) -> None:
-    """The latest DeepSpeed checkpoint as save_pretrained (config.json + model.safetensors), fp32."""
+def export_final(engine, mcfg: LMConfig, ckpt_dir: Path, out: Path, ds_cfg: dict, rank: int) -> KinemaLM | None:
+    """The latest DeepSpeed checkpoint as save_pretrained (config.json + model.safetensors), fp32;
+    returns the model on rank 0 (None elsewhere)."""
     import torch.distributed as dist
 
     stage = ds_cfg.get("zero_optimization", {}).get("stage", 0)
@@ -370,6 +400,8 @@ def export_final(engine, mcfg: LMConfig, ckpt_dir: Path, out: Path, ds_cfg: dict
         model.load_state_dict(state)
         model.save_pretrained(out)
         print(f"wrote {out}")
+        return model
+    return None
 
 
 if __name__ == "__main__":

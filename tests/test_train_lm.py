@@ -187,6 +187,45 @@ def test_nan_steps_in_a_row_stop_with_one_line(tmp_path):
     assert not (tmp_path / "final").exists()
 
 
+def test_handoff_carries_a_run_to_a_machine_without_its_checkpoints(tmp_path):
+    """train.handoff_dir: the stop writes bf16 weights + step + metrics; a run with no DeepSpeed
+    checkpoint (a new machine) goes on from there at that step, with the carried weights."""
+    from kinema.handoff import read_handoff
+
+    hand = tmp_path / "handoff"
+    r = subprocess.run(_single(tmp_path / "a", "train.steps=12", "train.ckpt_every=6", "train.max_minutes=1e-9",
+                               f"train.handoff_dir={hand}"),
+                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert read_handoff(hand)["step"] == 1  # max_minutes stopped it after the first step
+    carried = load_file(str(hand / "model.safetensors"))
+    assert all(v.dtype == torch.bfloat16 for v in carried.values())
+    # the new machine: same config, an empty run directory; the run ends at step 12
+    r = subprocess.run(_single(tmp_path / "b", "train.steps=12", "train.ckpt_every=6", f"train.handoff_dir={hand}",
+                               "train.stop_after=6"),
+                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 17, r.stdout[-3000:] + r.stderr[-3000:]  # killed right after step 6's checkpoint
+    assert "continuing from the hand-off" in r.stdout and "at step 1" in r.stdout, r.stdout[-2000:]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[0] == 1 and steps[1:6] == [2, 3, 4, 5, 6], steps  # step 1 came with the hand-off
+    # the carried weights were the starting point: step 2's module differs from them by one update only
+    w6 = _module(tmp_path / "b", 6)
+    assert any(not torch.equal(w6[k].bfloat16(), carried[k]) for k in carried)
+    # a rerun on the same machine resumes from its DeepSpeed checkpoint (full state), not the hand-off
+    r = subprocess.run(_single(tmp_path / "b", "train.steps=12", "train.ckpt_every=6", f"train.handoff_dir={hand}"),
+                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resumed from" in r.stdout and "continuing from the hand-off" not in r.stdout
+    assert read_handoff(hand)["step"] == 12
+    recs = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs if "train_loss" in x] == list(range(1, 13))
+    # Adam starts afresh at the hand-off, so the learning rate warms up again from there
+    lr = {x["step"]: x["lr"] for x in recs if "lr" in x}
+    assert lr[2] < lr[1] and lr[2] < lr[3] < lr[4], lr  # the schedule alone would be at its peak by step 4
+    final = KinemaLM.from_pretrained(tmp_path / "b" / "final").state_dict()
+    assert all(torch.equal(final[k].bfloat16(), v) for k, v in load_file(str(hand / "model.safetensors")).items())
+
+
 def test_every_lm_config_in_the_repo_parses():
     """Each configs/lm/*.yaml loads into the trainer's config and gives a valid LMConfig (a typo in a
     key, e.g. model.rope_spatial, fails here rather than after DeepSpeed starts)."""
