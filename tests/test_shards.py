@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -137,6 +138,24 @@ def test_text_dropped_about_ten_percent(shard_dir: Path) -> None:
     ds = TokenShardDataset(shard_dir, VOCAB, tasks={"t2v": 1.0}, drop_text_prob=0.1)
     drops = [ds.plan(i).drop_text for e in range(20) for i in range(len(ds)) if not ds.set_epoch(e)]
     assert 0.06 < np.mean(drops) < 0.14
+
+
+def test_reading_samples_leaves_warnings_alone(shard_dir: Path) -> None:
+    """Captions over the text budget are cut without a warning, and reading a sample does not touch
+    Python's warning filters: a catch_warnings per sample reset the warning registry, so DeepSpeed's
+    once-only deprecation warning printed at every training step."""
+    ds = TokenShardDataset(shard_dir, VOCAB, tasks={"t2v": 1.0}, max_text_tokens=2)
+    assert max(len(ds.shards[i].text) for i in range(len(ds))) > 2
+
+    def library_call() -> None:
+        warnings.warn("deprecated, once", FutureWarning)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # once per call site
+        for i in range(len(ds)):
+            library_call()
+            ds[i]
+    assert [str(w.message) for w in caught] == ["deprecated, once"]
 
 
 def test_collate_and_length_grouping(shard_dir: Path) -> None:

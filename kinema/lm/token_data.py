@@ -12,7 +12,6 @@
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence as Seq
 
@@ -214,11 +213,12 @@ class TokenShardDataset(torch.utils.data.Dataset):
             kw.update(cond_audio_codes=audio, video_codes=video)
         elif p.task == "t2va":
             kw.update(video_codes=video, audio_codes=audio)
-        text = rec.text if "text" in layout.SPEC[p.task][0] else None
-        with warnings.catch_warnings():  # truncation to the text budget is expected in training
-            warnings.simplefilter("ignore", UserWarning)
-            return layout.build(p.task, self.vocab, text=text, drop_text=p.drop_text,
-                                max_text_tokens=self.max_text_tokens, **kw)
+        # Truncation to the text budget is expected in training, so it is done here, without the
+        # warning layout.build gives a user. (A catch_warnings per sample would also reset Python's
+        # warning registry each step, and every once-only library warning would then print each step.)
+        text = rec.text[: self.max_text_tokens] if "text" in layout.SPEC[p.task][0] else None
+        return layout.build(p.task, self.vocab, text=text, drop_text=p.drop_text,
+                            max_text_tokens=self.max_text_tokens, **kw)
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
