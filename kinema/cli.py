@@ -182,6 +182,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--exclude", default=None, help="training manifest.jsonl whose captions are never used as prompts")
     p.add_argument("--out", default="runs/eval", help="report directory")
+    p.add_argument("--seed", type=int, default=0,
+                   help="prompt i is drawn with seed SEED + i; another SEED is an independent second sample")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None,
@@ -231,7 +233,7 @@ def _run_eval(args) -> int:
         guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
         temperature=args.temperature, top_k=args.top_k, refine=args.refine, candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
-                                settings=settings)
+                                settings=settings, seed=args.seed)
     print(_json.dumps(summary))
     return 0
 

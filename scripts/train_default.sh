@@ -27,21 +27,27 @@
 #      2 workers, ~6 clips/s .................................................................. ~17 min
 #   6. LM (configs/lm/kinema_tiny.yaml: dim 192, 3 layers, 3000 steps; DeepSpeed ZeRO-1,
 #      2 CPU ranks, micro-batch 2 each, ~0.65 s/step) ........................................ ~33 min
-#      (the shipped LM instead started from the LM trained on stage-1 tokens, init_from=..., and
+#      (the previous shipped LM instead started from the LM trained on stage-1 tokens, init_from=..., and
 #      trained 27 min on the stage-2 tokens: train.steps=2200 train.lr=1.5e-3 train.max_minutes=27;
 #      then, on the tokens of the music-fine-tuned audio codec, init_from=<that LM> train.steps=4400
 #      train.lr=1.5e-3 train.max_minutes=48: 4080 steps, held-out loss 1.48). Those tokens came from
-#      the stage-3b encoder; stages 3c and 3d keep the codebooks, so the shipped LM's codes still
+#      the stage-3b encoder; stages 3c and 3d keep the codebooks, so that LM's codes still
 #      decode (16-prompt eval unchanged), but a rerun of this script extracts the stage-3d codes.
-#      Last, the shipped LM: init_from=<that LM>, on the stage-3d tokens of all 6000 clips (4x the
+#      Last, the 3-layer LM: init_from=<that LM>, on the stage-3d tokens of all 6000 clips (4x the
 #      data: on 1500 clips the LM fitted its training clips better and held-out clips worse),
 #      train.steps=5800 train.lr=1e-3: 5800 steps, 62 min, 1.6 steps/s.
-#   6b. LM grown to 6 layers (configs/lm/kinema_tiny_deep.yaml: init_from the 3-layer LM of stage 6
-#      with init_deepen, the same 6000-clip shards, 4600 steps at lr 1e-3; 3.05M parameters,
+#   6b. LM grown to 6 layers, shipped before 6e (configs/lm/kinema_tiny_deep.yaml: init_from the
+#      3-layer LM of stage 6 with init_deepen, the same 6000-clip shards, 4600 steps at lr 1e-3; 3.05M parameters,
 #      ~1.1 s/step: 82 min, then resumed for the last 419 steps, 8 min) ....................... ~90 min
 #   6d. caption scorer (scripts/train_caption_scorer.py: contrastive caption <-> first-frame codes on the
 #      stage-5 shards, every latent frame, 3000 steps, batch 128, 2 threads, ~4.2 steps/s; ranks the
 #      first-frame candidates of --candidates K) ........................................... ~12 min
+#   6e. the shipped LM: same shape (3.05M parameters) with the rotary spectrum made for the latent grid
+#      (configs/lm/kinema_tiny_grid.yaml: model.rope_spatial grid, from scratch, 10000 steps at lr 1e-3,
+#      t2v / i2v / continue / v2a = 0.45 / 0.05 / 0.25 / 0.25, ~1.0 s/step on 2 CPU ranks). It ran over
+#      three sessions through train.handoff_dir: steps 0 -> 5558, 5558 -> 8020 (45 min), 8020 -> 10000
+#      (41 min). Stages 6 and 6b, the previous shipped LM's lineage (shared spectrum), run only with
+#      WITH_PREVIOUS_LM=1: the shipped LM does not start from them ...................... ~3 h
 #   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
@@ -102,17 +108,22 @@ python scripts/extract_tokens.py --data data/synth_train --out runs/tokens/train
 python scripts/extract_tokens.py --data data/synth_eval --out runs/tokens/eval --fps 8 --size 128 128 \
   --frames 17 --kbps 1.0 --workers 1 --limit "$EVAL_CLIPS"
 
-stage "6. LM"
-deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny.yaml \
-  --deepspeed_config configs/deepspeed/zero1.json
-
-stage "6b. LM grown to 6 layers (kinema.lm.grow.deepen), trained on the same shards"
-deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_deep.yaml \
-  --deepspeed_config configs/deepspeed/zero1.json
+if [ "${WITH_PREVIOUS_LM:-0}" = 1 ]; then  # the previous shipped LM (shared spectrum); not needed for this one
+  stage "6. LM"
+  deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny.yaml \
+    --deepspeed_config configs/deepspeed/zero1.json
+  stage "6b. LM grown to 6 layers (kinema.lm.grow.deepen), trained on the same shards"
+  deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_deep.yaml \
+    --deepspeed_config configs/deepspeed/zero1.json
+fi
 
 stage "6d. caption scorer (best-of-K first frames, kinema.decode.rerank)"
 [ -d runs/caption_scorer ] || python scripts/train_caption_scorer.py --shards runs/tokens/train --steps 3000 \
   --out runs/caption_scorer
+
+stage "6e. LM with the grid rotary spectrum, from scratch (the shipped LM)"
+deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_grid.yaml \
+  --deepspeed_config configs/deepspeed/zero1.json
 
 stage "7. DiT"
 [ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
@@ -129,7 +140,7 @@ stage "8. export"
 python - <<'EOF'
 import torch
 from kinema.lm.model import KinemaLM
-lm = KinemaLM.from_pretrained("runs/lm_kinema_tiny_deep/final")
+lm = KinemaLM.from_pretrained("runs/lm_kinema_tiny_grid/final")
 lm.save_pretrained("kinema/assets/kinema-tiny/lm", dtype=torch.bfloat16)
 print("wrote kinema/assets/kinema-tiny/lm")
 from kinema.decode.caption_scorer import CaptionScorer

@@ -125,13 +125,17 @@ def test_evaluate_pipeline_report_with_the_world_as_generator(tmp_path):
     from kinema.eval.run import evaluate_pipeline, heldout_prompts, render_caption
     from kinema.pipeline_io import GenerationOutput
 
+    seeds = []
+
     def gen(prompt, seconds, seed):
+        seeds.append(seed)
         c = render_caption(prompt, seconds, 64, 64, 8.0)
         return GenerationOutput(c.frames, 8.0, c.audio, c.sample_rate)
 
     prompts = heldout_prompts(2, exclude={heldout_prompts(1)[0]})
     assert len(set(prompts)) == 2 and heldout_prompts(1)[0] not in prompts
-    s = evaluate_pipeline(gen, prompts, 2.0, tmp_path)
+    s = evaluate_pipeline(gen, prompts, 2.0, tmp_path, seed=100)
+    assert seeds == [100, 101] and s["seed"] == 100
     assert s["generated"]["prompt_alignment"] == 1.0
     assert (tmp_path / "report.html").is_file() and (tmp_path / "results.json").is_file()
     assert len(list((tmp_path / "gifs").glob("*.gif"))) == 2
@@ -250,3 +254,42 @@ def test_alignment_parts_say_whether_colours_or_shapes_fail():
     assert r["truth"]["aligned"] and r["truth"]["colors_aligned"] and r["truth"]["shapes_right"] == 1.0
     assert not r["shape"]["aligned"] and r["shape"]["colors_aligned"] and r["shape"]["shapes_right"] == 0.0
     assert not r["color"]["aligned"] and not r["color"]["colors_aligned"] and r["color"]["shapes_right"] is None
+
+
+def _clip(caption, aligned, speed):
+    return {"caption": caption, "aligned": aligned, "colors_aligned": aligned, "shapes_right": float(aligned),
+            "motion_correct": 1.0, "frames_all_objects": 0.5, "reappeared": None,
+            "motions": [{"motion": "sliding up", "correct": speed > 2, "slide_speed": speed}],
+            "av": {"within_one_frame": None, "mean_abs_offset_frames": None}}
+
+
+def test_paired_bootstrap_separates_a_real_gap_from_none(tmp_path):
+    """Same prompts: B right where A is wrong gives a positive gap whose interval excludes 0; A against
+    itself gives 0 with a zero-width interval; runs of other prompts are refused."""
+    import json
+
+    from kinema.eval.compare import load_runs, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    caps = [f"prompt {i}" for i in range(40)]
+    a_hits = rng.random(40) < 0.2
+    for name, clips in {"a": [_clip(c, bool(h), 1.0) for c, h in zip(caps, a_hits)],
+                        "a2": [_clip(c, False, 1.5) for c in caps],
+                        "b": [_clip(c, True, 5.0) for c in caps],
+                        "other": [_clip(c + "!", True, 5.0) for c in caps]}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"summary": {}, "clips": clips}))
+    a = load_runs([tmp_path / "a", tmp_path / "a2"])  # two draws per prompt, pooled
+    assert len(a) == 40 and len(a[0]) == 2
+    b = load_runs([tmp_path / "b"])
+    r = paired_bootstrap(a, b, boot=200)["metrics"]
+    assert r["prompt_alignment"]["b"] == 1.0 and r["prompt_alignment"]["a"] == pytest.approx(a_hits.mean() / 2)
+    assert r["prompt_alignment"]["interval"][0] > 0
+    assert r["slide_speed_px_per_frame"]["diff"] > 3
+    assert r["reappeared"]["diff"] is None  # no clip had an object vanish
+    same = paired_bootstrap(a, a, boot=50)["metrics"]["prompt_alignment"]
+    assert same["diff"] == 0 and same["interval"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="other prompts"):
+        load_runs([tmp_path / "a", tmp_path / "other"])
+    with pytest.raises(FileNotFoundError):
+        load_runs([tmp_path / "missing"])

@@ -157,8 +157,9 @@ def _save_gif(frames: torch.Tensor, path: Path, fps: float, max_side: int = 96) 
 
 def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: list[str], seconds: float,
                       out_dir: str | Path, vt: Any = None, reference: bool = True,
-                      settings: dict | None = None) -> dict:
-    """Generate every prompt with ``generate_fn(prompt, seconds, seed) -> GenerationOutput``, judge it,
+                      settings: dict | None = None, seed: int = 0) -> dict:
+    """Generate every prompt with ``generate_fn(prompt, seconds, seed) -> GenerationOutput`` (prompt ``i``
+    with seed ``seed + i``, so another ``seed`` draws an independent second sample of the same prompts), judge it,
     write ``results.json``, GIFs and ``report.html`` under ``out_dir``; return the summary.
     ``settings`` (the sampling options the generator used) is recorded in the summary as given."""
     out = Path(out_dir)
@@ -166,7 +167,7 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
     results, ref_results, shown, gen_videos = [], [], [], []
     t0 = time.time()
     for i, prompt in enumerate(tqdm(prompts, desc="eval", unit="prompt")):
-        g = generate_fn(prompt, seconds, i)
+        g = generate_fn(prompt, seconds, seed + i)
         r = evaluate_clip(g.video, prompt, g.fps, g.audio, g.sample_rate)
         r["gif"] = f"gifs/gen_{i:03d}.gif"
         _save_gif(g.video, out / r["gif"], g.fps)
@@ -174,7 +175,7 @@ def evaluate_pipeline(generate_fn: Callable[[str, float, int], Any], prompts: li
             shown.append(g.video)
         gen_videos.append(g.video[:16])
         results.append(r)
-    summary = {"generated": summarize(results), "seconds": seconds, "wall_s": round(time.time() - t0, 1)}
+    summary = {"generated": summarize(results), "seconds": seconds, "seed": seed, "wall_s": round(time.time() - t0, 1)}
     if settings is not None:
         summary["settings"] = dict(settings)
     if reference:  # the same captions rendered by the synthetic world: what a perfect model would score
