@@ -22,7 +22,8 @@ are written to ``<run_dir>/synthetic_{train,eval}`` first. DeepSpeed checkpoints
 from the latest one; the end of training writes ``<run_dir>/final`` in save_pretrained format.
 With ``train.handoff_dir`` every stop also writes a hand-off there (kinema.handoff: bf16 weights, step,
 metrics; small enough to commit), and a run with no DeepSpeed checkpoint goes on from it at that step:
-how a schedule longer than one machine's lifetime is trained.
+how a schedule longer than one machine's lifetime is trained. ``train.handoff_every`` N rewrites it at
+every N-th step's checkpoint as well, for a machine that may be taken away without a clean stop.
 Mixed precision: bf16 autocast in the forward (fp32 master weights and optimizer state in the
 engine), which works on every DeepSpeed accelerator including CPU. A non-finite loss on any rank
 skips that micro-batch on every rank (with ``grad_accum`` 1 the whole update: no optimizer or LR
@@ -98,6 +99,9 @@ class OptimConfig:
     # a hand-off directory (kinema.handoff): written at every stop, and read when run_dir has no
     # DeepSpeed checkpoint, so a run goes on at the same step on a machine without runs/ (e.g. via git)
     handoff_dir: str = ""
+    # also write the hand-off at every checkpoint whose step is a multiple of this (0: only at the stop),
+    # so a session cut off mid-run (no clean stop) still leaves its latest weights outside runs/
+    handoff_every: int = 0
     stop_after: int = 0  # testing: exit hard right after the checkpoint of this step (simulated kill)
     # fault drills/tests: the loss of these steps (numbered 1.., as in metrics.jsonl) is made NaN, so
     # the non-finite guard must skip them; never set it for real training
@@ -365,6 +369,10 @@ def train(args) -> int:
             if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
                 client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state(), "start_step": start["step"]}
                 engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
+                if tc.handoff_dir and tc.handoff_every and step % tc.handoff_every == 0 and step != tc.steps:
+                    carried = gather_model(engine, mcfg, ckpt_dir, ds_cfg, rank)
+                    if carried is not None:
+                        write_handoff(tc.handoff_dir, carried, step, run)
                 if tc.stop_after and step == tc.stop_after:
                     dist.barrier()
                     os._exit(17)  # simulated crash right after a checkpoint
@@ -382,9 +390,9 @@ def train(args) -> int:
     return 0
 
 
-def export_final(engine, mcfg: LMConfig, ckpt_dir: Path, out: Path, ds_cfg: dict, rank: int) -> KinemaLM | None:
-    """The latest DeepSpeed checkpoint as save_pretrained (config.json + model.safetensors), fp32;
-    returns the model on rank 0 (None elsewhere)."""
+def gather_model(engine, mcfg: LMConfig, ckpt_dir: Path, ds_cfg: dict, rank: int) -> KinemaLM | None:
+    """The engine's weights as a KinemaLM in fp32 on rank 0 (None elsewhere); every rank must call it.
+    Under ZeRO-3 the parameters are sharded, so they are read back from the latest checkpoint."""
     import torch.distributed as dist
 
     stage = ds_cfg.get("zero_optimization", {}).get("stage", 0)
@@ -395,13 +403,21 @@ def export_final(engine, mcfg: LMConfig, ckpt_dir: Path, out: Path, ds_cfg: dict
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir)) if rank == 0 else None
     else:
         state = {k: v.float() for k, v in engine.module.state_dict().items()} if rank == 0 else None
-    if rank == 0:
-        model = KinemaLM(mcfg)
-        model.load_state_dict(state)
+    if rank != 0:
+        return None
+    model = KinemaLM(mcfg)
+    model.load_state_dict(state)
+    return model
+
+
+def export_final(engine, mcfg: LMConfig, ckpt_dir: Path, out: Path, ds_cfg: dict, rank: int) -> KinemaLM | None:
+    """The latest DeepSpeed checkpoint as save_pretrained (config.json + model.safetensors), fp32;
+    returns the model on rank 0 (None elsewhere)."""
+    model = gather_model(engine, mcfg, ckpt_dir, ds_cfg, rank)
+    if model is not None:
         model.save_pretrained(out)
         print(f"wrote {out}")
-        return model
-    return None
+    return model
 
 
 if __name__ == "__main__":

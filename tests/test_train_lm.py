@@ -226,6 +226,24 @@ def test_handoff_carries_a_run_to_a_machine_without_its_checkpoints(tmp_path):
     assert all(torch.equal(final[k].bfloat16(), v) for k, v in load_file(str(hand / "model.safetensors")).items())
 
 
+def test_handoff_every_survives_a_kill(tmp_path):
+    """train.handoff_every: a run killed with no clean stop (a session cut off) still leaves a hand-off
+    at its last multiple-of-N checkpoint, holding that step's weights in bf16."""
+    from kinema.handoff import read_handoff
+
+    hand = tmp_path / "handoff"
+    r = subprocess.run(_single(tmp_path / "a", "train.steps=12", "train.ckpt_every=3", "train.handoff_every=6",
+                               "train.stop_after=9", f"train.handoff_dir={hand}"),
+                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 17, r.stdout[-3000:] + r.stderr[-3000:]  # killed after step 9's checkpoint
+    assert read_handoff(hand)["step"] == 6  # 9 is not a multiple of 6: the step-6 hand-off stands
+    carried = load_file(str(hand / "model.safetensors"))
+    w6 = _module(tmp_path / "a", 6)
+    assert set(carried) == set(w6) and all(torch.equal(w6[k].bfloat16(), v) for k, v in carried.items())
+    steps = [json.loads(x)["step"] for x in (hand / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6
+
+
 def test_every_lm_config_in_the_repo_parses():
     """Each configs/lm/*.yaml loads into the trainer's config and gives a valid LMConfig (a typo in a
     key, e.g. model.rope_spatial, fails here rather than after DeepSpeed starts)."""
