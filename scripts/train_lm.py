@@ -224,6 +224,8 @@ def train(args) -> int:
 
     cfg = load_config(LMTrainConfig, args.config, args.overrides)
     tc = cfg.train
+    if tc.handoff_every < 0 or (tc.handoff_every and not tc.handoff_dir):
+        raise ConfigError(f"train.handoff_every={tc.handoff_every}: must be >= 0, and needs train.handoff_dir")
     run = Path(cfg.run_dir)
     ds_cfg = deepspeed_config(args.deepspeed_config, tc.micro_batch_size, tc.grad_accum, tc.grad_clip)
     rank, world, device = init_distributed()
@@ -369,7 +371,8 @@ def train(args) -> int:
             if step % tc.ckpt_every == 0 or step == tc.steps or out_of_time:
                 client = {"step": step, "epoch": epoch, "pos": pos, "rng": rng_state(), "start_step": start["step"]}
                 engine.save_checkpoint(str(ckpt_dir), tag=f"step_{step:08d}", client_state=client)
-                if tc.handoff_dir and tc.handoff_every and step % tc.handoff_every == 0 and step != tc.steps:
+                stopping = step == tc.steps or out_of_time  # the stop writes its own hand-off below
+                if tc.handoff_dir and tc.handoff_every and step % tc.handoff_every == 0 and not stopping:
                     carried = gather_model(engine, mcfg, ckpt_dir, ds_cfg, rank)
                     if carried is not None:
                         write_handoff(tc.handoff_dir, carried, step, run)

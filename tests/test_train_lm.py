@@ -132,6 +132,11 @@ def test_bad_config_is_one_clear_line(tmp_path):
                        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "train_lm: error:" in r.stderr and "Traceback" not in r.stderr
+    # a hand-off period with nowhere to write it is refused before any training, not silently ignored
+    r = subprocess.run([sys.executable, str(SCRIPT), "--config", str(TINY), f"run_dir={tmp_path}",
+                        "train.handoff_every=5"], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "train.handoff_every=5" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "ds_checkpoints").exists()
 
 
 def _shared_memory_segments() -> set[str]:
