@@ -10,6 +10,10 @@ x264 (PyAV) over a CRF sweep, interpolated (in log-bpp) to the tokenizer's bpp. 
 rate-distortion plot, a grid of original | reconstruction frames (``samples.png``) and prints one
 JSON line last.
 
+It also measures how local the codes are on the held-out synthetic clips
+(:mod:`kinema.eval.code_locality`: codes of a flat clip, codes kept where nothing moved, codes changed
+far from a small square), which decides how predictable the tokens are for the LM.
+
 ``--roundtrip-prompts N`` also measures the ceiling this tokenizer puts on generation: the synthetic
 world's renders of N held-out captions, encoded and decoded, judged by the evaluation's detector
 (prompt alignment, motion, persistence) next to the renders themselves.
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kinema.eval.code_locality import code_locality
 from kinema.tokenizers.video import VideoTokenizer
 
 SIZE, FRAMES, FPS = 128, 17, 8.0
@@ -182,6 +187,8 @@ def main() -> None:
     p = counts / counts.sum()
     result["codebook_usage"] = float((counts > 0).float().mean())
     result["codebook_perplexity"] = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
+    if sets["synthetic"]:
+        result["code_locality"] = code_locality(vt.encode, [f.numpy() for f in sets["synthetic"]], (SIZE, SIZE), FRAMES)
     enc_dec = [1 / (1 / result[n]["encode_fps"] + 1 / result[n]["decode_fps"]) for n in sets if n in result]
     result["encode_decode_fps"] = float(np.mean(enc_dec))
     import matplotlib

@@ -1,6 +1,7 @@
 """Video tokenizer invariants: causality, image == first frame, chunked == whole, shapes, files, learning."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,10 +9,13 @@ from kinema.tokenizers.video import VideoTokenizer, VideoTokenizerConfig, pad_fr
 from kinema.tokenizers.video_trainer import VideoTrainConfig, psnr, sample_batch
 
 
-@pytest.fixture(scope="module")
-def vt():
+@pytest.fixture(scope="module", params=[False, True], ids=["global", "local"])
+def vt(request):
+    """The tiny preset, with the default encoder and with the local one (channel norm, replicated borders)."""
     torch.manual_seed(0)
-    return VideoTokenizer(VideoTokenizerConfig.preset("tiny")).eval()
+    cfg = VideoTokenizerConfig.preset("tiny")
+    cfg.local_encoder = request.param
+    return VideoTokenizer(cfg).eval()
 
 
 def _clip(T=9, H=32, W=32, seed=0):
@@ -48,6 +52,41 @@ def test_shapes_any_aspect(vt, hw):
     assert codes.min() >= 0 and codes.max() < vt.codebook_size
     assert vt.decode(codes).shape == x.shape
     assert vt.num_frames(2) == 5
+
+
+def test_local_encoder_codes_depend_only_on_their_receptive_field():
+    """A flat clip is one code; a square changes no token beyond the receptive field, and a static
+    background keeps its codes while an object moves elsewhere. The default encoder fails all three
+    (group norm over the frame, zero padding), which is what kinema.eval.code_locality measures."""
+    from kinema.eval.code_locality import code_locality
+
+    clip = np.zeros((9, 64, 64, 3), dtype=np.uint8)
+    clip[:] = (30, 60, 90)
+    for t in range(9):  # an object sliding along the top rows; the rest of the frame never changes
+        clip[t, 0:8, 4 * t:4 * t + 8] = (250, 40, 40)
+    scores = {}
+    for local in (False, True):
+        torch.manual_seed(0)
+        cfg = VideoTokenizerConfig.preset("small")
+        cfg.local_encoder = local
+        m = VideoTokenizer(cfg).eval()
+        scores[local] = code_locality(m.encode, [clip], size=(64, 64), num_frames=9, square=8, reach=5, margin=5)
+    assert scores[True]["flat_codes_per_frame"] == 1.0
+    assert scores[True]["far_change"] == 0.0
+    assert scores[True]["static_tokens"] > 0 and scores[True]["static_code_kept"] == 1.0
+    assert scores[False]["flat_codes_per_frame"] > 4
+    assert scores[False]["far_change"] > 0.2
+
+
+def test_local_encoder_is_saved_and_loaded(tmp_path):
+    cfg = VideoTokenizerConfig.preset("tiny")
+    cfg.local_encoder = True
+    m = VideoTokenizer(cfg).eval()
+    m.save_pretrained(tmp_path / "vt")
+    back = VideoTokenizer.from_pretrained(tmp_path / "vt")
+    assert back.cfg.local_encoder
+    x = _clip(T=5)
+    assert torch.equal(back.encode(x), m.encode(x))
 
 
 def test_codes_latents_round_trip(vt):

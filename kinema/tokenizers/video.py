@@ -43,6 +43,7 @@ class VideoTokenizerConfig:
     commitment_loss_weight: float = 0.25
     diversity_gamma: float = 1.0
     context_latents: int = 20  # past latent frames re-run at chunk boundaries (>= the causal receptive field)
+    local_encoder: bool = False  # channel norm + replicated borders: each token sees only its receptive field
     extra: dict = field(default_factory=dict)
 
     @staticmethod
@@ -88,7 +89,8 @@ class VideoTokenizer(nn.Module):
             raise ValueError("channel_mults and temporal_downs must have the same length")
         self.cfg = cfg
         b = cfg.codebook_bits
-        self.encoder = Encoder(cfg.base_channels, cfg.channel_mults, cfg.temporal_downs, b, cfg.num_res_blocks, cfg.patch_size)
+        self.encoder = Encoder(cfg.base_channels, cfg.channel_mults, cfg.temporal_downs, b, cfg.num_res_blocks, cfg.patch_size,
+                               cfg.local_encoder)
         self.decoder = Decoder(cfg.base_channels, cfg.channel_mults, cfg.temporal_downs, b, cfg.num_res_blocks, cfg.patch_size)
         self.quantizer = LFQ(dim=b, codebook_size=2**b, entropy_loss_weight=cfg.entropy_loss_weight,
                              commitment_loss_weight=cfg.commitment_loss_weight, diversity_gamma=cfg.diversity_gamma,
