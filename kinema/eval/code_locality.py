@@ -76,14 +76,15 @@ def code_locality(encode: Encode, clips: list[np.ndarray], size: tuple[int, int]
     """The three locality numbers of the module docstring for ``encode`` (see there).
 
     ``clips``: (T, H, W, 3) uint8 clips of ``num_frames`` frames at ``size`` (e.g. held-out synthetic
-    clips); the probes (flat clips, a white ``square``-pixel square) are made here at the same size.
+    clips); the probes (flat clips, and each with a ``square``-pixel square of the inverse colour) are made
+    here at the same size.
     """
     H, W = size
 
     def codes_of(frames: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             c = encode(_to_input(frames))
-        return np.asarray(c[0].cpu().numpy())  # (t, h, w)
+        return c[0].cpu().numpy()  # (t, h, w)
 
     flat_counts, far = [], []
     for colour in _FLAT_COLOURS:
