@@ -125,6 +125,22 @@ stage "6e. LM with the grid rotary spectrum, from scratch (the shipped LM)"
 deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_grid.yaml \
   --deepspeed_config configs/deepspeed/zero1.json
 
+if [ "${WITH_LOCAL:-0}" = 1 ]; then  # the local-encoder lineage (README, "The codes are global"); not shipped yet
+  stage "L1. video tokenizer with a local encoder, stages 1 and 2 (17 + ~35 min, 2 threads)"
+  [ -d runs/video_tokenizer_local/final ] || python scripts/train_video_tokenizer.py \
+    --config configs/video_tokenizer/small_local.yaml
+  [ -f checkpoints/video_tokenizer_local/config.json ] || python scripts/train_video_tokenizer.py \
+    --config configs/video_tokenizer/small_objects_local.yaml --export checkpoints/video_tokenizer_local
+  stage "L2. token extraction with it (from the committed bf16 hand-off, so the codes reproduce)"
+  python scripts/extract_tokens.py --data data/synth_train --out runs/tokens_local/train --fps 8 --size 128 128 \
+    --frames 17 --kbps 1.0 --workers 2 --limit "$LM_CLIPS" --video-tokenizer checkpoints/video_tokenizer_local
+  python scripts/extract_tokens.py --data data/synth_eval --out runs/tokens_local/eval --fps 8 --size 128 128 \
+    --frames 17 --kbps 1.0 --workers 1 --limit "$EVAL_CLIPS" --video-tokenizer checkpoints/video_tokenizer_local
+  stage "L3. the 6e LM on the local codes (continues from checkpoints/lm_kinema_tiny_grid_local)"
+  deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_grid_local.yaml \
+    --deepspeed_config configs/deepspeed/zero1.json
+fi
+
 stage "7. DiT"
 [ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
 
