@@ -54,6 +54,11 @@
 #   8. export bf16 weights into kinema/assets/kinema-tiny/
 #   9. evaluation classifier for the Fréchet distance (4000 clips, 5000 steps, 2 threads; 16 min with
 #      an eval sharing the CPU; the clips are held in RAM, 1.5 GB) ............................ ~16 min
+#   L1-L3 (WITH_LOCAL=1, not shipped): the local-encoder lineage. Video tokenizer stage 1
+#      (configs/video_tokenizer/small_local.yaml, 4000 steps, 17-20 min on 2 threads) and stage 2
+#      (small_objects_local.yaml, 3000 steps, 43 min, exported bf16 to checkpoints/video_tokenizer_local),
+#      token extraction with it (~24 min, 4.2 clips/s), then the 6e LM recipe on those codes
+#      (configs/lm/kinema_tiny_grid_local.yaml, ~1 s/step, several sessions through its hand-off).
 # No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
