@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N samples of each (default: all)")
     args = ap.parse_args(argv)
     for root in args.shards:
-        print(json.dumps(video_token_stats_from_shards(root, args.limit)))
+        try:
+            print(json.dumps(video_token_stats_from_shards(root, args.limit)))
+        except ValueError as e:  # not a shard directory, torn shards, no video codes
+            print(f"token_stats: {root}: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
