@@ -15,11 +15,14 @@ from typing import Iterable
 
 import torch
 
+from kinema.precision import bf16_is_fast
+
 
 def autocast(device: torch.device | str, enabled: bool = True):
-    """bf16 autocast on CPU (AVX-512 bf16 is ~2x fp32 here) and on GPU. Never fp16 on CPU."""
+    """bf16 autocast on CPU and GPU where bf16 is native (kinema.precision: AVX-512 bf16 is ~2x fp32;
+    emulated bf16 on an AVX2-only CPU is many times slower, so there it runs fp32). Never fp16 on CPU."""
     device_type = torch.device(device).type
-    if not enabled or device_type not in ("cpu", "cuda"):
+    if not enabled or device_type not in ("cpu", "cuda") or not bf16_is_fast(device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 

@@ -79,7 +79,8 @@ def test_encoder_and_decoder_are_causal():
 
 
 @pytest.mark.parametrize("bf16", [False, True])
-def test_streaming_equals_whole(bf16: bool):
+def test_streaming_equals_whole(bf16: bool, monkeypatch):
+    monkeypatch.setenv("KINEMA_BF16", "1")  # the bf16 path, even on a CPU where it is emulated (slow, same result)
     ac = tiny(bf16_inference=bf16)
     hop = ac.hop_length
     x = noise(97 * hop + 11)

@@ -27,6 +27,7 @@ from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
 from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained
+from kinema.precision import bf16_is_fast
 from kinema.tokenizers.audio_blocks import Decoder, Encoder, State
 
 KIND = "audio_codec"
@@ -34,8 +35,8 @@ EMA_STATS = (".embed_avg", ".cluster_size")  # training-only codebook statistics
 
 
 def autocast_if(enabled: bool, device: torch.device):
-    """bf16 autocast (never fp16 on CPU) when ``enabled``."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    """bf16 autocast (never fp16 on CPU) when ``enabled`` and the device has native bf16 (kinema.precision)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and bf16_is_fast(device))
 
 
 @dataclass
@@ -55,7 +56,7 @@ class AudioCodecConfig:
     # (frames per batch) / codebook_size or codes churn every step
     dead_code_threshold: float = 0.02
     kmeans_init: bool = True
-    bf16_inference: bool = True  # encode/decode under bf16 autocast on CPU (~3x faster); quantizer stays fp32
+    bf16_inference: bool = True  # encode/decode under bf16 autocast where bf16 is native (~3x faster); quantizer fp32
 
     @staticmethod
     def preset(name: str) -> "AudioCodecConfig":
