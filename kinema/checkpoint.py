@@ -139,6 +139,23 @@ def save_pretrained(
     return directory
 
 
+def weights_fingerprint(module: torch.nn.Module, prefixes: tuple[str, ...], skip_suffixes: tuple[str, ...] = ()) -> str:
+    """Short hash of the weights under ``prefixes`` (names, shapes, values cast to bf16, the shipped
+    format, so a model and its bf16 export agree). A tokenizer's encoder side decides its codes, so
+    its fingerprint says which codes an LM was trained on, unchanged by a decoder-only fine-tune."""
+    h = hashlib.sha256()
+    state = module.state_dict()
+    names = sorted(k for k in state if k.startswith(prefixes) and not k.endswith(skip_suffixes))
+    if not names:
+        raise ValueError(f"no weights under {prefixes} to fingerprint")
+    for k in names:
+        v = state[k].detach().to("cpu")
+        v = v.to(torch.bfloat16).view(torch.int16) if v.is_floating_point() else v
+        h.update(f"{k}:{tuple(v.shape)}:{v.dtype};".encode())
+        h.update(v.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def read_config_json(directory: str | Path, kind: str | None = None) -> dict:
     """The ``config`` mapping of a pretrained directory, checking its ``kind``."""
     directory = Path(directory)

@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                 "audio_codebook_size": int(ac.codebook_size) if ac else None,
                 "audio_num_quantizers": int(ac.quantizers_for_kbps(args.kbps)) if ac else None,
                 "fps": args.fps, "size": list(args.size), "frames": args.frames, "kbps": args.kbps,
-                "sample_rate": int(ac.sample_rate) if ac else None, "data": str(args.data.resolve())}
+                "sample_rate": int(ac.sample_rate) if ac else None, "data": str(args.data.resolve()),
+                # which encoders made the codes; train_lm.py stores them in the LM (LMConfig.trained_on)
+                "code_fingerprints": {"video_tokenizer": vt.code_fingerprint(),
+                                      **({"audio_codec": ac.code_fingerprint()} if ac else {})}}
         # the default unified vocabulary for these tokenizers (factorised when the codebook is large)
         meta["vocab"] = Vocab(meta["text_size"], meta["video_codebook_size"], meta["audio_codebook_size"] or 1,
                               meta["audio_num_quantizers"] or 1,

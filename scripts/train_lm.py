@@ -36,6 +36,7 @@ curve shows each task's progress instead of one noisy mixed number.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -136,6 +137,17 @@ def write_synthetic_shards(root: Path, vocab: Vocab, n: int, grid: tuple[int, in
             audio = (np.arange(vocab.audio_num_quantizers)[:, None] * 5 + np.arange(2 * t)[None] + text[0]) % vocab.audio_codebook_size
             wr.write(Record(i, key=f"synthetic_{i}", caption="", text=text,
                             arrays={"video": video.astype(np.int32), "audio": audio.astype(np.int32)}))
+
+
+def code_fingerprints(train: TokenShards, evals: TokenShards | None) -> dict:
+    """The encoders that made the shards' codes (extract_tokens.py records them); train and eval must agree."""
+    fp = dict(train.meta.get("code_fingerprints") or {})
+    other = dict(evals.meta.get("code_fingerprints") or {}) if evals is not None else {}
+    clash = [k for k in fp if k in other and other[k] != fp[k]]
+    if clash:
+        raise ConfigError(f"train and eval shards were made by different {', '.join(clash)} ({fp} vs {other}): "
+                          "the eval loss would measure other codes")
+    return fp
 
 
 def resolve_vocab(cfg: LMTrainConfig, shards: TokenShards) -> Vocab:
@@ -249,10 +261,13 @@ def train(args) -> int:
     eval_by_task = task_eval_sets(eval_ds, kw) if eval_ds is not None else {}
     sampler = LengthGroupedBatchSampler(train_ds, tc.micro_batch_size, seed=tc.seed)
 
+    trained_on = code_fingerprints(shards, TokenShards(eval_dir) if eval_dir else None)
+
     # model + engine
     torch.manual_seed(tc.seed)
     try:
-        mcfg = LMConfig.preset(cfg.preset, **{**cfg.model, "vocab_size": vocab.size, "vocab": vocab.to_dict()})
+        mcfg = LMConfig.preset(cfg.preset, **{**cfg.model, "vocab_size": vocab.size, "vocab": vocab.to_dict(),
+                                              "trained_on": dict(trained_on)})
     except TypeError as e:
         raise ConfigError(f"model: {e}") from None
     model = KinemaLM(mcfg)
@@ -280,8 +295,11 @@ def train(args) -> int:
     handoff = read_handoff(tc.handoff_dir) if tc.handoff_dir else None
     if handoff is not None and not (ckpt_dir / "latest").is_file():  # a local checkpoint (full state) wins
         carried = KinemaLM.from_pretrained(tc.handoff_dir).float()
-        if carried.cfg != mcfg:
+        if dataclasses.replace(carried.cfg, trained_on={}) != dataclasses.replace(mcfg, trained_on={}):
             raise ConfigError(f"handoff_dir {tc.handoff_dir}: its model config differs from this run's")
+        if carried.cfg.trained_on and mcfg.trained_on and carried.cfg.trained_on != mcfg.trained_on:
+            raise ConfigError(f"handoff_dir {tc.handoff_dir} was trained on codes {carried.cfg.trained_on}, these "
+                              f"shards hold {mcfg.trained_on} (re-extract them with the hand-off's tokenizers)")
         model.load_state_dict(carried.state_dict())
         start["step"] = handoff["step"]
         if rank == 0 and (Path(tc.handoff_dir) / "metrics.jsonl").is_file() and not (run / "metrics.jsonl").is_file():

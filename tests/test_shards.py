@@ -305,6 +305,8 @@ def test_extract_tokens_script_end_to_end(tmp_path: Path) -> None:
         x = clip.to_model_input()[:, :, : (min(clip.num_frames, 9) - 1) // 4 * 4 + 1]
         np.testing.assert_array_equal(rec.arrays["video"], vt.encode(x)[0].numpy())
         assert rec.arrays["audio"].shape[0] == 2 and rec.text == tt.encode(records[k]["caption"])
+    assert shards.meta["code_fingerprints"] == {"video_tokenizer": vt.code_fingerprint(),
+                                                "audio_codec": AudioCodec.from_pretrained(tmp_path / "ac").code_fingerprint()}
     vocab = vocab_from_meta(shards.meta)
     ds = TokenShardDataset(shards, vocab, tasks=list(layout.TASKS))
     h, w = shards.shapes(0)["video"][1:]

@@ -62,6 +62,9 @@ class LMConfig:
     init_std: float = 0.02
     activation_checkpointing: bool = False
     vocab: dict = field(default_factory=dict)  # the unified vocabulary layout (kinema.lm.vocab), stored with the weights
+    # code fingerprints of the tokenizers whose tokens trained it ({"video_tokenizer": ..., "audio_codec": ...},
+    # kinema.checkpoint.weights_fingerprint); a Pipeline refuses other encoders. Empty: not recorded
+    trained_on: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "max_seq_len"):

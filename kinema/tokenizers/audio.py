@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
-from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained
+from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained, weights_fingerprint
 from kinema.precision import bf16_is_fast
 from kinema.tokenizers.audio_blocks import Decoder, Encoder, State
 
@@ -120,6 +120,10 @@ class AudioCodec(nn.Module):
     @property
     def num_quantizers(self) -> int:
         return self.cfg.num_quantizers
+
+    def code_fingerprint(self) -> str:
+        """Hash of the encoder and codebooks: equal fingerprints give equal codes (kinema.checkpoint)."""
+        return weights_fingerprint(self, ("encoder.", "rvq."), skip_suffixes=EMA_STATS)
 
     @property
     def codebook_size(self) -> int:

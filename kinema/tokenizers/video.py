@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from vector_quantize_pytorch import LFQ
 
-from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained
+from kinema.checkpoint import load_pretrained, load_state_strict, save_pretrained, weights_fingerprint
 from kinema.paths import default_component_dir
 from kinema.tokenizers.video_blocks import Decoder, Encoder
 
@@ -96,6 +96,10 @@ class VideoTokenizer(nn.Module):
                              commitment_loss_weight=cfg.commitment_loss_weight, diversity_gamma=cfg.diversity_gamma,
                              channel_first=True)
         self.register_buffer("bit_weights", 2 ** torch.arange(b - 1, -1, -1), persistent=False)
+
+    def code_fingerprint(self) -> str:
+        """Hash of the encoder and quantizer: equal fingerprints give equal codes (kinema.checkpoint)."""
+        return weights_fingerprint(self, ("encoder.", "quantizer."))
 
     # ------------------------------------------------------------------ shapes
     @property
