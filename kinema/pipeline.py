@@ -115,7 +115,7 @@ class Pipeline:
                 bad.append(f"{name} codes {comp.code_fingerprint()} vs {trained_on[name]}, the codes the LM "
                            f"was trained on (kinema.checkpoint.weights_fingerprint)")
         if bad:
-            raise ValueError("components do not match the LM vocabulary: " + "; ".join(bad))
+            raise ValueError("components do not match the LM (its vocabulary or the codes it was trained on): " + "; ".join(bad))
         self.vt, self.ac, self.tt, self.lm, self.vocab = video_tokenizer.eval(), audio_codec, text_tokenizer, lm.eval(), vocab
         if self.ac is not None:
             self.ac.eval()
