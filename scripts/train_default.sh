@@ -57,8 +57,10 @@
 #   L1-L3 (WITH_LOCAL=1, not shipped): the local-encoder lineage. Video tokenizer stage 1
 #      (configs/video_tokenizer/small_local.yaml, 4000 steps, 17-20 min on 2 threads) and stage 2
 #      (small_objects_local.yaml, 3000 steps, 43 min, exported bf16 to checkpoints/video_tokenizer_local),
-#      token extraction with it (~24 min, 4.2 clips/s), then the 6e LM recipe on those codes
-#      (configs/lm/kinema_tiny_grid_local.yaml, ~1 s/step, several sessions through its hand-off).
+#      token extraction with it (~24 min, 4.2 clips/s; 45 min on an AVX2-only CPU), then the 6e LM
+#      recipe on those codes (configs/lm/kinema_tiny_grid_local.yaml, 3600 steps: 1.4-1.9 s/step in bf16,
+#      ~3.1 s/step in fp32 on an AVX2-only CPU, two sessions through its hand-off), and L4 a model
+#      directory with both in kinema-tiny's place (scripts/assemble_model.py, seconds).
 # No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -144,6 +146,9 @@ if [ "${WITH_LOCAL:-0}" = 1 ]; then  # the local-encoder lineage (README, "The c
   stage "L3. the 6e LM on the local codes (continues from checkpoints/lm_kinema_tiny_grid_local)"
   deepspeed --num_gpus 2 scripts/train_lm.py --config configs/lm/kinema_tiny_grid_local.yaml \
     --deepspeed_config configs/deepspeed/zero1.json
+  stage "L4. model directory runs/model_local (kinema eval --model runs/model_local)"
+  [ -d runs/model_local ] || python scripts/assemble_model.py --out runs/model_local \
+    --video-tokenizer checkpoints/video_tokenizer_local --lm checkpoints/lm_kinema_tiny_grid_local
 fi
 
 stage "7. DiT"
