@@ -109,7 +109,7 @@ class Pipeline:
                                         or audio_codec.num_quantizers < vocab.audio_num_quantizers):
             bad.append(f"audio codebook {audio_codec.codebook_size}x{audio_codec.num_quantizers} vs "
                        f"{vocab.audio_codebook_size}x{vocab.audio_num_quantizers}")
-        trained_on = getattr(lm.cfg, "trained_on", None) or {}  # code fingerprints of the LM's training tokens
+        trained_on = lm.cfg.trained_on  # code fingerprints of the LM's training tokens
         for name, comp in (("video_tokenizer", video_tokenizer), ("audio_codec", audio_codec)):
             if comp is not None and trained_on.get(name) and comp.code_fingerprint() != trained_on[name]:
                 bad.append(f"{name} codes {comp.code_fingerprint()} vs {trained_on[name]}, the codes the LM "
