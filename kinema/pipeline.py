@@ -78,6 +78,8 @@ class PipelineConfig:
     # embedded tokenizer (8 s of Megamind.avi, 64x64) 8 is at most 1/255 off a whole-video decode; 4: up to 18/255
     guidance_scale: float = 1.0
     guidance_plausibility: float = 0.0  # with guidance: drop ids under this fraction of the best id's probability
+    guidance_later: float | None = None  # guidance of the latents the caption does not decide alone (after a
+    # text-to-video window's first latent, image-to-video and continuation windows); None: guidance_scale
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -180,7 +182,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the call
     def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
-                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                         guidance_later: float | None = None, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                          refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
@@ -190,6 +192,7 @@ class Pipeline:
         pick = lambda given, default: default if given is None else given  # noqa: E731
         opts = dict(guidance_scale=float(pick(guidance_scale, c.guidance_scale)),
                     guidance_plausibility=float(pick(guidance_plausibility, c.guidance_plausibility)),
+                    guidance_later=float(pick(guidance_later, pick(c.guidance_later, pick(guidance_scale, c.guidance_scale)))),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
                     top_p=float(pick(top_p, c.top_p)),
                     refine=bool(pick(refine, c.refine and self.diffusion_decoder is not None)),
@@ -205,8 +208,8 @@ class Pipeline:
     def __call__(self, prompt: str | None = None, *, image: Any = None, video: Any = None, video_after: Any = None,
                  audio: Any = None, task: str | None = None, seconds: float | None = None, fps: float | None = None,
                  size: tuple[int, int] | None = None, guidance_scale: float | None = None,
-                 guidance_plausibility: float | None = None, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None,
+                 guidance_plausibility: float | None = None, guidance_later: float | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
                  with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
                  candidates: int | None = None, keep_partial: bool = False) -> GenerationOutput:
@@ -216,10 +219,11 @@ class Pipeline:
         if backend == "dit" and self.dit is None:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
-                                     temperature=temperature, top_k=top_k, top_p=top_p, refine=refine,
+                                     guidance_later=guidance_later, temperature=temperature, top_k=top_k, top_p=top_p, refine=refine,
                                      candidates=candidates)
         refine = opts.pop("refine")
         self._candidates = opts.pop("candidates")
+        self._guidance_later = opts.pop("guidance_later")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
         if refine and self.diffusion_decoder.cfg.upsample != 1:
@@ -289,7 +293,9 @@ class Pipeline:
         plan = layout.output_plan(task, v, video_grid, audio_shape, start_pos=seq.next_pos)
         uncond: dict[str, Any] = {}  # guidance's unconditional prompt, one row
         has_text = bool(text) or self._neg is not None  # without text both branches would be the same
-        if self._opts["guidance_scale"] != 1.0 and task != "uncond" and has_text:
+        scales = self._guidance_schedule(task, plan.length, video_grid)
+        opts = dict(self._opts, guidance_scale=scales)
+        if bool((scales != 1.0).any()) and task != "uncond" and has_text:
             useq = layout.build_prefix(task, v, text=self._neg, drop_text=self._neg is None,
                                        max_text_tokens=self.config.max_text_tokens, **cond)
             uncond = dict(uncond_ids=useq.ids.to(self.device), uncond_positions=useq.positions.to(self.device),
@@ -301,18 +307,18 @@ class Pipeline:
         stat = {"window": len(self._stats), "task": task, "prefix_tokens": len(seq), "output_tokens": plan.length,
                 "cache_tokens": total - 1}
         if self._candidates > 1 and task in ("t2v", "t2i") and text:
-            out, info = self._reranked(seq, plan, uncond, video_grid)
+            out, info = self._reranked(seq, plan, uncond, video_grid, opts)
             stat.update(candidates=self._candidates, candidate_scores=info["rank"], chosen=info["chosen"])
         else:
             out = generate(self.lm, [seq.ids.to(self.device)], [seq.positions.to(self.device)], [plan],
-                           **{k: [x] for k, x in uncond.items()}, **self._opts, progress=self._progress)
+                           **{k: [x] for k, x in uncond.items()}, **opts, progress=self._progress)
         self._stats.append(stat)
         cv = cond.get("cond_video_codes")
         hw = video_grid[1:] if video_grid is not None else (tuple(cv.shape[-2:]) if cv is not None else self._grid_hw())
         return layout.revert(torch.cat([seq.ids, out[0].cpu()]), v, video_hw=hw)
 
-    def _reranked(self, seq: Any, plan: Any, uncond: dict[str, Any], video_grid: tuple[int, int, int]
-                  ) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _reranked(self, seq: Any, plan: Any, uncond: dict[str, Any], video_grid: tuple[int, int, int],
+                  opts: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """One window's output (1, N) whose first ``rerank_latents`` latent frames are the caption
         scorer's pick of ``self._candidates`` drawn in one batch (kinema.decode.rerank)."""
         from kinema.decode.rerank import caption_rank, decode_reranked_head
@@ -327,8 +333,24 @@ class Pipeline:
         out, info = decode_reranked_head(
             self.lm, seq.ids.to(self.device), seq.positions.to(self.device), plan, head_len=1 + t * per_frame,
             candidates=self._candidates, rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **uncond,
-            **self._opts, progress=self._progress)
+            **opts, progress=self._progress)
         return out.view(1, -1), info
+
+    def _guidance_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None) -> torch.Tensor:
+        """Guidance scale per output index (n,): ``guidance_later`` for the video latents the caption
+        does not decide alone (after the first latent of a text-to-video window; every latent of an
+        image-to-video or continuation window, which follow the given frames), ``guidance_scale``
+        elsewhere (the first latent, sound, the other tasks)."""
+        g, later = self._opts["guidance_scale"], self._guidance_later
+        scales = torch.full((n,), g, dtype=torch.float32)
+        if later == g or video_grid is None:
+            return scales
+        if task in ("t2v", "t2i"):
+            first = 1 + video_grid[1] * video_grid[2] * self.vocab.video_tokens_per_code  # <bov> + latent 0
+            scales[first:] = later
+        elif task in ("i2v", "continue"):
+            scales[:] = later
+        return scales
 
     def _grid_hw(self) -> tuple[int, int]:
         w, h = self._size

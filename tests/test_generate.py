@@ -94,6 +94,29 @@ def test_cfg_scale_one_is_conditional_and_scale_changes_output(model, vocab):
     assert not torch.equal(strong, cond)
 
 
+def test_cfg_schedule_per_output_index(model, vocab):
+    """A schedule of scales: a constant one equals the scalar; scale 1 on a prefix of the outputs
+    draws that prefix exactly as without guidance (same generator), and the guided rest differs."""
+    s, p = prompt(vocab, grid=(2, 3, 3))
+    u, up = prompt(vocab, text=None, grid=(2, 3, 3))
+    kw = dict(uncond_ids=[u.ids], uncond_positions=[u.positions], uncond_plan=up, temperature=1.0)
+    N = p.length
+
+    def run(scale, guided=True):
+        g = torch.Generator().manual_seed(0)
+        return generate(model, [s.ids], [s.positions], p, guidance_scale=scale, generator=g,
+                        **(kw if guided else dict(temperature=1.0)))
+
+    assert torch.equal(run(torch.full((N,), 8.0)), run(8.0))
+    cond = run(1.0, guided=False)
+    cut = 1 + 9  # <bov> and the first latent
+    mixed = run(torch.cat([torch.ones(cut), torch.full((N - cut,), 100.0)]))
+    assert torch.equal(mixed[:, :cut], cond[:, :cut])
+    assert not torch.equal(mixed[:, cut:], cond[:, cut:])
+    with pytest.raises(ValueError, match="scales for a plan"):
+        generate(model, [s.ids], [s.positions], p, guidance_scale=torch.ones(N + 1) * 2, **kw)
+
+
 def test_cfg_batched_matches_separate_forwards(model, vocab):
     """Guided greedy decode == argmax of mix(cond forward, uncond forward) computed separately."""
     s, p = prompt(vocab, grid=(1, 1, 2))

@@ -126,6 +126,24 @@ def test_guidance_and_negative_prompt_run(pipe):
     assert torch.equal(greedy.tokens["video"], kept.tokens["video"])
 
 
+def test_guidance_later_guides_only_the_first_latent(pipe, monkeypatch):
+    """guidance_later=1: the first latent is drawn as with full guidance; the later latents differ, and
+    continuation windows run without the unconditional branch (one row instead of two)."""
+    kw = dict(seconds=2.0, seed=0, guidance_scale=50.0, with_audio=False, temperature=1.0)
+    full = pipe("a red circle", **kw)
+    assert torch.equal(full.tokens["video"], pipe("a red circle", guidance_later=50.0, **kw).tokens["video"])
+    rows: list[int] = []
+    prefill = pipe.lm.prefill
+    monkeypatch.setattr(pipe.lm, "prefill", lambda ids, *a, **k: rows.append(ids.shape[0]) or prefill(ids, *a, **k))
+    first = pipe("a red circle", guidance_later=1.0, **kw)
+    assert [s["task"] for s in first.stats] == ["t2v", "continue"]
+    assert rows == [2, 1]  # guided first window, unguided continuation
+    assert torch.equal(first.tokens["video"][:1], full.tokens["video"][:1])  # (t, h, w): latent 0
+    assert not torch.equal(first.tokens["video"], full.tokens["video"])
+    assert pipe.sampling_options(guidance_scale=3.0, guidance_later=1.5)["guidance_later"] == 1.5
+    assert pipe.sampling_options(guidance_scale=3.0)["guidance_later"] == 3.0  # default: the same scale
+
+
 def test_constant_memory_per_window(pipe):
     """2 vs 10 windows: the same largest LM sequence and KV cache, cost per latent flat."""
     def video_stats(seconds):

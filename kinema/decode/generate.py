@@ -92,7 +92,7 @@ def generate(
     uncond_positions: torch.Tensor | Sequence[torch.Tensor] | None = None,
     uncond_plan: Any = None,
     uncond_prefix_len: Sequence[int] | None = None,
-    guidance_scale: float = 1.0,
+    guidance_scale: float | Sequence[float] | torch.Tensor = 1.0,  # one scale, or one per output index (N,)
     guidance_plausibility: float = 0.0,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -104,7 +104,8 @@ def generate(
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
     """Decode the output tokens of ``plan`` after each prompt; returns ids (B, N) long.
 
-    ``temperature=0`` is greedy. ``guidance_plausibility`` (with guidance) keeps only ids whose
+    ``temperature=0`` is greedy. ``guidance_scale`` is one scale for every output or a schedule of
+    one scale per output index (scale 1 there: the conditional logits alone). ``guidance_plausibility`` (with guidance) keeps only ids whose
     conditional probability is at least that fraction of the best id's (see ``cfg_mix``).
     ``max_cache_len`` bounds the KV cache: when it fills, the prompt slots are kept and the oldest
     generated slots dropped (sliding window), so memory stays constant for long outputs. The model
@@ -131,7 +132,14 @@ def generate(
         raise ValueError(f"output plan allows ids outside the model's vocabulary of {V}")
     plens = list(prefix_len) if prefix_len is not None else [int(v.numel()) for v in ids_l]
 
-    use_cfg = uncond_ids is not None and (guidance_scale != 1.0 or return_scores)
+    N = bounds.shape[0]
+    scales = torch.as_tensor(guidance_scale, dtype=torch.float32).flatten()
+    if scales.numel() == 1:
+        scales = scales.expand(N)
+    elif scales.numel() != N:
+        raise ValueError(f"guidance_scale has {scales.numel()} scales for a plan of {N} outputs")
+    scale_at = scales.tolist()
+    use_cfg = uncond_ids is not None and (any(v != 1.0 for v in scale_at) or return_scores)
     if use_cfg:
         u_ids = _as_list(uncond_ids, "uncond_ids")
         u_pos = ([torch.arange(v.numel()) for v in u_ids] if uncond_positions is None
@@ -150,7 +158,6 @@ def generate(
 
     ids, pos, valid = left_pad(ids_l, pos_l)
     R, L = ids.shape
-    N = bounds.shape[0]
     pad = (~valid).sum(1)  # (R,)
     pe = pad + torch.as_tensor(plens, dtype=torch.long)
     if bool((pe > L).any()):
@@ -181,7 +188,7 @@ def generate(
                 step = constrain(step, lo[i], hi[i])
             raw = step
             if use_cfg:
-                step = cfg_mix(step[:B], step[B:], guidance_scale, guidance_plausibility)  # (B, V)
+                step = cfg_mix(step[:B], step[B:], scale_at[i], guidance_plausibility)  # (B, V)
             out[:, i] = sample(step, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             if scores is not None:
                 lp = raw.log_softmax(-1).gather(1, out[:, i].repeat(2 if use_cfg else 1).view(-1, 1)).view(-1)

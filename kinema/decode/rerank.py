@@ -62,13 +62,15 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
         raise ValueError(f"head_len {head_len} must be inside the plan's {plan.length} outputs")
     progress = gen_kw.pop("progress", False)
     head, tail = plan.split(head_len)
+    scale = torch.as_tensor(gen_kw.pop("guidance_scale", 1.0), dtype=torch.float32).flatten()
+    head_scale, tail_scale = (scale, scale) if scale.numel() == 1 else (scale[:head_len], scale[head_len:])
     K = int(candidates)
     u_kw: dict[str, Any] = {}
     if uncond_ids is not None:
         u_head, u_tail = (uncond_plan if uncond_plan is not None else plan).split(head_len)
         u_kw = dict(uncond_ids=[uncond_ids] * K, uncond_positions=[uncond_positions] * K, uncond_plan=[u_head] * K)
     heads, scores = generate(model, [ids] * K, [positions] * K, [head] * K, return_scores=True,
-                             progress=progress, **u_kw, **gen_kw)
+                             progress=progress, guidance_scale=head_scale, **u_kw, **gen_kw)
     ranks = rank(heads, scores).view(-1)  # (K,)
     k = int(ranks.argmax())
     chosen = heads[k].to(ids.device)
@@ -77,5 +79,6 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
                     uncond_positions=[torch.cat([uncond_positions, u_head.positions.to(positions.device)])],
                     uncond_plan=[u_tail], uncond_prefix_len=[int(uncond_ids.numel())])
     rest = generate(model, [torch.cat([ids, chosen])], [torch.cat([positions, head.positions.to(positions.device)])],
-                    [tail], prefix_len=[int(ids.numel())], progress=progress, **u_kw, **gen_kw)
+                    [tail], prefix_len=[int(ids.numel())], progress=progress, guidance_scale=tail_scale,
+                    **u_kw, **gen_kw)
     return torch.cat([chosen, rest[0]]), {"rank": [round(float(v), 4) for v in ranks], "chosen": k}
