@@ -3,6 +3,7 @@ base model with some components replaced, e.g. a new video tokenizer and the LM 
 
     python scripts/assemble_model.py --out runs/model_local \
         --video-tokenizer checkpoints/video_tokenizer_local --lm checkpoints/lm_kinema_tiny_grid_local
+    # (those two hand-offs live in git: git checkout 694b312 -- checkpoints)
 
 Components are ``save_pretrained`` directories (``config.json`` + ``model.safetensors``, or the text
 tokenizer's files). The diffusion decoder, the DiT and the caption scorer are trained on one video

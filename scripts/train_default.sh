@@ -60,7 +60,9 @@
 #      token extraction with it (~24 min, 4.2 clips/s; 45 min on an AVX2-only CPU), then the 6e LM
 #      recipe on those codes (configs/lm/kinema_tiny_grid_local.yaml, 3600 steps: 1.4-1.9 s/step in bf16,
 #      ~3.1 s/step in fp32 on an AVX2-only CPU, two sessions through its hand-off), and L4 a model
-#      directory with both in kinema-tiny's place (scripts/assemble_model.py, seconds).
+#      directory with both in kinema-tiny's place (scripts/assemble_model.py, seconds). The committed
+#      hand-offs are out of the tree since the lineage was judged and not shipped; `git checkout 694b312
+#      -- checkpoints` restores them, so L1 skips its training and L3 continues from step 3483.
 # No GPU was available for these runs; on one, every stage runs unchanged (DeepSpeed picks CUDA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
