@@ -29,25 +29,21 @@ Documented behaviour:
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from kinema.checkpoint import atomic_write_text
-from kinema.config import from_dict, to_dict
 from kinema.decode.continuation import LatentStream, latents_for_frames, window_schedule
 from kinema.decode.generate import generate
-from kinema.errors import CheckpointError, ResourceError
+from kinema.errors import ResourceError
 from kinema.lm import layout
 from kinema.lm.model import KinemaLM
 from kinema.lm.vocab import Vocab
-from kinema.paths import DEFAULT_MODEL
+from kinema.pipeline_files import PipelineConfig, load_components, random_components, save_components
 from kinema.pipeline_io import (GenerationOutput, MAX_SECONDS, as_image, check_output, check_seconds, check_size,
                                 fit_length,
                                 prepare_clip, resolve_task, to_model, to_uint8)
@@ -59,35 +55,6 @@ from kinema.training import autocast
 __all__ = ["Pipeline", "PipelineConfig", "GenerationOutput", "MAX_SECONDS"]
 
 BACKENDS = ("ar", "dit")
-CONFIG_NAME = "pipeline.json"
-
-
-@dataclass
-class PipelineConfig:
-    """Generation defaults stored beside the components (``pipeline.json``)."""
-
-    fps: float = 8.0
-    size: tuple[int, int] = (64, 64)  # (width, height)
-    seconds: float = 2.0  # default length to generate
-    window_latents: int = 5  # latents per LM window (condition + new)
-    cond_latents: int = 2  # latents carried into the next window (~1 s at 8 fps, 4x temporal)
-    dit_steps: int = 8  # Euler steps per window with backend="dit"
-    refine: bool = False  # default of the call's refine= (needs a diffusion_decoder component)
-    refine_steps: int = 1  # diffusion decoder head steps with refine=True (1 = its posterior mean, best PSNR)
-    decode_context: int = 8  # past latents re-decoded before each new window (bounded: flat cost). With the
-    # embedded tokenizer (8 s of Megamind.avi, 64x64) 8 is at most 1/255 off a whole-video decode; 4: up to 18/255
-    guidance_scale: float = 1.0
-    guidance_plausibility: float = 0.0  # with guidance: drop ids under this fraction of the best id's probability
-    guidance_later: float | None = None  # guidance of the latents the caption does not decide alone (after a
-    # text-to-video window's first latent, image-to-video and continuation windows); None: guidance_scale
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    candidates: int = 1  # text-to-video/-image: first windows' heads drawn per call, the caption scorer keeps the best
-    rerank_latents: int = 1  # the head: how many leading latents of the first window are drawn `candidates` times
-    max_text_tokens: int = 64
-    max_seconds: float = MAX_SECONDS
-    bf16: bool = True
 
 
 class Pipeline:
@@ -130,51 +97,11 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, directory: str | Path | None = None, device: str | torch.device = "cpu") -> "Pipeline":
         """Load every component from ``directory/<component>/`` (no argument: the embedded default)."""
-        root = Path(directory) if directory is not None else DEFAULT_MODEL
-        if not root.is_dir():
-            raise CheckpointError(f"model directory {root} does not exist")
-        missing = [c for c in ("video_tokenizer", "text_tokenizer", "lm") if not (root / c / "config.json").is_file()]
-        if missing:
-            raise CheckpointError(f"{root} lacks the component(s) {', '.join(missing)} (each a save_pretrained directory)")
-        cfg = PipelineConfig()
-        if (root / CONFIG_NAME).is_file():
-            cfg = from_dict(PipelineConfig, json.loads((root / CONFIG_NAME).read_text()))
-        vt = VideoTokenizer.from_pretrained(root / "video_tokenizer").to(device)
-        ac = AudioCodec.from_pretrained(root / "audio_codec").to(device) if (root / "audio_codec" / "config.json").is_file() else None
-        tt = TextTokenizer.from_pretrained(root / "text_tokenizer")
-        lm = KinemaLM.from_pretrained(root / "lm", device=device)
-        dit = dd = None
-        if (root / "dit" / "config.json").is_file():
-            from kinema.decode.dit_generator import DiTGenerator
-
-            dit = DiTGenerator.from_pretrained(root / "dit").to(device)
-        if (root / "diffusion_decoder" / "config.json").is_file():
-            from kinema.decode.diffusion_decoder import DiffusionDecoder
-
-            dd = DiffusionDecoder.from_pretrained(root / "diffusion_decoder").to(device)
-        scorer = None
-        if (root / "caption_scorer" / "config.json").is_file():
-            from kinema.decode.caption_scorer import CaptionScorer
-
-            scorer = CaptionScorer.from_pretrained(root / "caption_scorer").to(device)
-        return cls(vt, ac, tt, lm, config=cfg, dit=dit, diffusion_decoder=dd, caption_scorer=scorer)
+        return cls(**load_components(directory, device))
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        root = Path(directory)
-        root.mkdir(parents=True, exist_ok=True)
-        self.vt.save_pretrained(root / "video_tokenizer")
-        if self.ac is not None:
-            self.ac.save_pretrained(root / "audio_codec")
-        self.tt.save_pretrained(root / "text_tokenizer")
-        self.lm.save_pretrained(root / "lm")
-        if self.dit is not None:
-            self.dit.save_pretrained(root / "dit")
-        if self.diffusion_decoder is not None:
-            self.diffusion_decoder.save_pretrained(root / "diffusion_decoder")
-        if self.caption_scorer is not None:
-            self.caption_scorer.save_pretrained(root / "caption_scorer")
-        atomic_write_text(root / CONFIG_NAME, json.dumps(to_dict(self.config), indent=2))
-        return root
+        """Write every component to ``directory/<component>/`` and the config to ``pipeline.json``."""
+        return save_components(self, directory)
 
     @property
     def device(self) -> torch.device:
@@ -605,20 +532,4 @@ class Pipeline:
 def random_pipeline(seed: int = 0, config: PipelineConfig | None = None, lm_preset: str = "tiny") -> Pipeline:
     """A Pipeline of freshly initialised (untrained) tiny components: tests and benchmarks when no
     trained model is around. Real components, random weights: output is noise of the right shape."""
-    from kinema.lm.model import LMConfig
-    from kinema.tokenizers.audio import AudioCodecConfig
-    from kinema.tokenizers.video import VideoTokenizerConfig
-
-    torch.manual_seed(seed)
-    vt = VideoTokenizer(VideoTokenizerConfig.preset("tiny"))  # 8x space, 4x time, 256 codes
-    ac = AudioCodec(AudioCodecConfig(sample_rate=8000, channels=4, mults=(1, 2, 2, 4), strides=(4, 5, 8),
-                                     dilations=(1,), latent_dim=8, num_quantizers=2, codebook_size=16,
-                                     kmeans_init=False))  # hop 160: 50 frames/s
-    words = "a red green blue circle square triangle bouncing falling sliding on black white background"
-    tt = TextTokenizer.train([words, "a small red circle", "the big blue square"], vocab_size=48,
-                             byte_fallback=False)
-    vocab = Vocab(text_size=tt.vocab_size, video_codebook_size=vt.codebook_size,
-                  audio_codebook_size=ac.codebook_size, audio_num_quantizers=2)
-    lm = KinemaLM(LMConfig.preset(lm_preset, vocab_size=vocab.size, vocab=vocab.to_dict()))
-    cfg = config or PipelineConfig(size=(32, 32), window_latents=3, cond_latents=1, decode_context=2)
-    return Pipeline(vt, ac, tt, lm, vocab=vocab, config=cfg)
+    return Pipeline(**random_components(seed, config, lm_preset))

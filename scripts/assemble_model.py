@@ -22,7 +22,8 @@ from pathlib import Path
 
 from kinema.checkpoint import atomic_write_text
 from kinema.errors import KinemaError
-from kinema.pipeline import CONFIG_NAME, DEFAULT_MODEL, Pipeline
+from kinema.pipeline import Pipeline
+from kinema.pipeline_files import CONFIG_NAME, DEFAULT_MODEL
 
 COMPONENTS = ("video_tokenizer", "audio_codec", "text_tokenizer", "lm", "diffusion_decoder", "dit", "caption_scorer")
 # components that read the video tokenizer's latents or codes: a new tokenizer makes them stale
