@@ -77,11 +77,14 @@ def _gen_options(p, seconds: float | None) -> None:
     p.add_argument("--seconds", type=float, default=seconds, help="length to generate")
     p.add_argument("--model", default=None, help="model directory (default: the embedded kinema-tiny)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the first latent "
+                        "and the sound)")
     p.add_argument("--guidance-plausibility", type=float, default=None,
                    help="with guidance, keep only tokens at least this fraction as likely as the best (0: off)")
     p.add_argument("--guidance-later", type=float, default=None,
-                   help="guidance for the latents after the first one (the caption decides the first alone; later ones follow the frames before them) (default: pipeline.json, else --guidance)")
+                   help="guidance for the latents after the first one (the caption decides the first alone; later "
+                        "ones follow the frames before them) (default: --guidance when given, else pipeline.json)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -189,11 +192,13 @@ def _add_eval(sub) -> None:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (default: the model's pipeline.json)")
+                   help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the first latent "
+                        "and the sound) (default: the model's pipeline.json)")
     p.add_argument("--guidance-plausibility", type=float, default=None,
                    help="with guidance, keep only tokens at least this fraction as likely as the best")
     p.add_argument("--guidance-later", type=float, default=None,
-                   help="guidance for the latents after the first one (the caption decides the first alone; later ones follow the frames before them) (default: pipeline.json, else --guidance)")
+                   help="guidance for the latents after the first one (the caption decides the first alone; later "
+                        "ones follow the frames before them) (default: --guidance when given, else pipeline.json)")
     p.add_argument("--candidates", type=int, default=None,
                    help="first frames drawn per prompt, best kept by the caption scorer (default: pipeline.json)")
     p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")

@@ -113,13 +113,15 @@ class Pipeline:
                          refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
-        scorer exists). Raises ValueError on a plausibility outside [0, 1), candidates below 1, or
+        scorer exists). ``guidance_later`` defaults to ``guidance_scale`` when that is given, so one
+        scale passed alone applies to every latent, else to ``pipeline.json``'s. Raises ValueError on a plausibility outside [0, 1), candidates below 1, or
         candidates above 1 asked for without a caption scorer."""
         c = self.config
         pick = lambda given, default: default if given is None else given  # noqa: E731
         opts = dict(guidance_scale=float(pick(guidance_scale, c.guidance_scale)),
                     guidance_plausibility=float(pick(guidance_plausibility, c.guidance_plausibility)),
-                    guidance_later=float(pick(guidance_later, pick(c.guidance_later, pick(guidance_scale, c.guidance_scale)))),
+                    guidance_later=float(pick(guidance_later, guidance_scale if guidance_scale is not None
+                                              else pick(c.guidance_later, c.guidance_scale))),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
                     top_p=float(pick(top_p, c.top_p)),
                     refine=bool(pick(refine, c.refine and self.diffusion_decoder is not None)),

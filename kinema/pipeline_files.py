@@ -49,7 +49,8 @@ class PipelineConfig:
     guidance_scale: float = 1.0
     guidance_plausibility: float = 0.0  # with guidance: drop ids under this fraction of the best id's probability
     guidance_later: float | None = None  # guidance of the latents the caption does not decide alone (after a
-    # text-to-video window's first latent, image-to-video and continuation windows); None: guidance_scale
+    # text-to-video window's first latent, image-to-video and continuation windows); None: guidance_scale.
+    # guidance_scale then covers the first latent and the sound
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0

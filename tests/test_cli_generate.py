@@ -111,24 +111,25 @@ def test_continue_video_batch_script(model_dir, tmp_path):
 
 
 def test_eval_passes_sampling_options_and_records_them(model_dir, tmp_path, monkeypatch):
-    """`kinema eval --guidance/--top-k` reach every generation call and are written into the summary."""
+    """`kinema eval --guidance/--guidance-later/--top-k` reach every generation call and are written into
+    the summary."""
     import json
 
     seen = []
     real_call = Pipeline.__call__
 
     def spy(self, *a, **k):
-        seen.append((k.get("guidance_scale"), k.get("guidance_plausibility"), k.get("top_k")))
+        seen.append((k.get("guidance_scale"), k.get("guidance_plausibility"), k.get("top_k"), k.get("guidance_later")))
         return real_call(self, *a, **k)
 
     monkeypatch.setattr(Pipeline, "__call__", spy)
     out = tmp_path / "eval"
     assert _run("eval", "--model", model_dir, "--prompts", 2, "--seconds", 1, "--guidance", 2.5, "--top-k", 40,
-                "--guidance-plausibility", 0.05, "--out", out) == 0
-    assert seen == [(2.5, 0.05, 40), (2.5, 0.05, 40)]
+                "--guidance-plausibility", 0.05, "--guidance-later", 1.5, "--out", out) == 0
+    assert seen == [(2.5, 0.05, 40, 1.5), (2.5, 0.05, 40, 1.5)]
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert summary["settings"]["guidance_scale"] == 2.5 and summary["settings"]["top_k"] == 40
-    assert summary["settings"]["guidance_plausibility"] == 0.05
+    assert summary["settings"]["guidance_plausibility"] == 0.05 and summary["settings"]["guidance_later"] == 1.5
     assert summary["settings"]["temperature"] == Pipeline.from_pretrained(model_dir).config.temperature
     assert "guidance_scale" in (out / "report.html").read_text()
 

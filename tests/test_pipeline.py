@@ -141,7 +141,15 @@ def test_guidance_later_guides_only_the_first_latent(pipe, monkeypatch):
     assert torch.equal(first.tokens["video"][:1], full.tokens["video"][:1])  # (t, h, w): latent 0
     assert not torch.equal(first.tokens["video"], full.tokens["video"])
     assert pipe.sampling_options(guidance_scale=3.0, guidance_later=1.5)["guidance_later"] == 1.5
-    assert pipe.sampling_options(guidance_scale=3.0)["guidance_later"] == 3.0  # default: the same scale
+    assert pipe.sampling_options(guidance_scale=3.0)["guidance_later"] == 3.0  # one scale alone: every latent
+    saved = pipe.config
+    try:
+        pipe.config = PipelineConfig(size=(32, 32), guidance_scale=2.0, guidance_later=3.0)
+        assert [pipe.sampling_options()[k] for k in ("guidance_scale", "guidance_later")] == [2.0, 3.0]
+        assert pipe.sampling_options(guidance_scale=1.0)["guidance_later"] == 1.0  # off means off everywhere
+        assert pipe.sampling_options(guidance_later=5.0)["guidance_scale"] == 2.0
+    finally:
+        pipe.config = saved
 
 
 def test_constant_memory_per_window(pipe):
