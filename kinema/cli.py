@@ -78,8 +78,8 @@ def _gen_options(p, seconds: float | None) -> None:
     p.add_argument("--model", default=None, help="model directory (default: the embedded kinema-tiny)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the first latent "
-                        "and the sound)")
+                   help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the "
+                        "first latent and the sound)")
     p.add_argument("--guidance-plausibility", type=float, default=None,
                    help="with guidance, keep only tokens at least this fraction as likely as the best (0: off)")
     p.add_argument("--guidance-later", type=float, default=None,
@@ -192,8 +192,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the first latent "
-                        "and the sound) (default: the model's pipeline.json)")
+                   help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the "
+                        "first latent and the sound) (default: the model's pipeline.json)")
     p.add_argument("--guidance-plausibility", type=float, default=None,
                    help="with guidance, keep only tokens at least this fraction as likely as the best")
     p.add_argument("--guidance-later", type=float, default=None,
@@ -236,11 +236,13 @@ def _run_eval(args) -> int:
             image = clip.frames[0].numpy()
         return pipe(prompt, image=image, seconds=seconds, seed=seed, temperature=args.temperature, top_k=args.top_k,
                     guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
-                    guidance_later=args.guidance_later, backend=args.backend, refine=args.refine, candidates=args.candidates)
+                    guidance_later=args.guidance_later, backend=args.backend, refine=args.refine,
+                    candidates=args.candidates)
 
     settings = {"backend": args.backend, "first_frame": args.first_frame, **pipe.sampling_options(
-        guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility, guidance_later=args.guidance_later,
-        temperature=args.temperature, top_k=args.top_k, refine=args.refine, candidates=args.candidates)}
+        guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
+        guidance_later=args.guidance_later, temperature=args.temperature, top_k=args.top_k, refine=args.refine,
+        candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
                                 settings=settings, seed=args.seed)
     print(_json.dumps(summary))

@@ -109,13 +109,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the call
     def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
-                         guidance_later: float | None = None, temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                         guidance_later: float | None = None, temperature: float | None = None,
+                         top_k: int | None = None, top_p: float | None = None,
                          refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
         scorer exists). ``guidance_later`` defaults to ``guidance_scale`` when that is given, so one
-        scale passed alone applies to every latent, else to ``pipeline.json``'s. Raises ValueError on a plausibility outside [0, 1), candidates below 1, or
-        candidates above 1 asked for without a caption scorer."""
+        scale passed alone applies to every latent, else to ``pipeline.json``'s. Raises ValueError on a
+        plausibility outside [0, 1), candidates below 1, or candidates above 1 asked for without a
+        caption scorer."""
         c = self.config
         pick = lambda given, default: default if given is None else given  # noqa: E731
         opts = dict(guidance_scale=float(pick(guidance_scale, c.guidance_scale)),
@@ -148,8 +150,8 @@ class Pipeline:
         if backend == "dit" and self.dit is None:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
-                                     guidance_later=guidance_later, temperature=temperature, top_k=top_k, top_p=top_p, refine=refine,
-                                     candidates=candidates)
+                                     guidance_later=guidance_later, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     refine=refine, candidates=candidates)
         refine = opts.pop("refine")
         self._candidates = opts.pop("candidates")
         self._guidance_later = opts.pop("guidance_later")

@@ -74,7 +74,8 @@ def load_components(directory: str | Path | None = None, device: str | torch.dev
     if (root / CONFIG_NAME).is_file():
         cfg = from_dict(PipelineConfig, json.loads((root / CONFIG_NAME).read_text()))
     vt = VideoTokenizer.from_pretrained(root / "video_tokenizer").to(device)
-    ac = AudioCodec.from_pretrained(root / "audio_codec").to(device) if (root / "audio_codec" / "config.json").is_file() else None
+    has_audio = (root / "audio_codec" / "config.json").is_file()
+    ac = AudioCodec.from_pretrained(root / "audio_codec").to(device) if has_audio else None
     tt = TextTokenizer.from_pretrained(root / "text_tokenizer")
     lm = KinemaLM.from_pretrained(root / "lm", device=device)
     dit = dd = None

@@ -105,8 +105,9 @@ def generate(
     """Decode the output tokens of ``plan`` after each prompt; returns ids (B, N) long.
 
     ``temperature=0`` is greedy. ``guidance_scale`` is one scale for every output or a schedule of
-    one scale per output index (scale 1 there: the conditional logits alone). ``guidance_plausibility`` (with guidance) keeps only ids whose
-    conditional probability is at least that fraction of the best id's (see ``cfg_mix``).
+    one scale per output index (scale 1 there: the conditional logits alone).
+    ``guidance_plausibility`` (with guidance) keeps only ids whose conditional probability is at
+    least that fraction of the best id's (see ``cfg_mix``).
     ``max_cache_len`` bounds the KV cache: when it fills, the prompt slots are kept and the oldest
     generated slots dropped (sliding window), so memory stays constant for long outputs. The model
     must provide ``new_cache``, ``prefill``, ``decode_step`` and ``cfg.vocab_size`` (see
