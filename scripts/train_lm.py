@@ -31,7 +31,9 @@ step) and is recorded as ``nonfinite_skipped`` in metrics.jsonl; 5 in a row stop
 ``train_lm: error:`` line and exit code 2. ``train.inject_nonfinite_at`` forces such steps (drills).
 metrics.jsonl's ``train_loss`` is the mean over every micro-batch of the log window on every rank;
 with a task mix, each eval also scores every task on its own (``eval_t2v_loss``, ...), so the loss
-curve shows each task's progress instead of one noisy mixed number.
+curve shows each task's progress instead of one noisy mixed number. With ``data.change_weight`` > 1
+the train loss is weighted toward the video tokens that change between latent frames, while the eval
+losses stay the plain mean, so eval losses compare across runs and train losses do not.
 """
 from __future__ import annotations
 
@@ -77,6 +79,9 @@ class DataConfig:
     max_video_frames: int | None = None
     synthetic_samples: int = 64
     synthetic_grid: tuple[int, int, int] = (3, 4, 4)
+    # > 1: output video tokens whose code changed since the previous latent frame weigh this much more
+    # in the train loss (kinema.lm.token_data.change_weights); the eval losses stay unweighted
+    change_weight: float = 1.0
 
 
 @dataclass
@@ -256,7 +261,7 @@ def train(args) -> int:
     vocab = resolve_vocab(cfg, shards)
     kw = dict(tasks=cfg.data.tasks or None, drop_text_prob=cfg.data.drop_text_prob,
               max_text_tokens=cfg.data.max_text_tokens, max_video_frames=cfg.data.max_video_frames, seed=tc.seed)
-    train_ds = TokenShardDataset(shards, vocab, **kw)
+    train_ds = TokenShardDataset(shards, vocab, **kw, change_weight=cfg.data.change_weight)
     eval_ds = TokenShardDataset(TokenShards(eval_dir), vocab, **{**kw, "drop_text_prob": 0.0}) if eval_dir else None
     eval_by_task = task_eval_sets(eval_ds, kw) if eval_ds is not None else {}
     sampler = LengthGroupedBatchSampler(train_ds, tc.micro_batch_size, seed=tc.seed)

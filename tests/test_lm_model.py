@@ -254,3 +254,38 @@ def test_fused_loss_equals_plain_cross_entropy():
     logits = m(ids).logits
     ref = torch.nn.functional.cross_entropy(logits[:, 3:9].reshape(-1, V), ids[:, 4:].reshape(-1))
     torch.testing.assert_close(m(ids, loss_mask=mask).loss, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_loss_with_row_weights_is_the_weighted_mean():
+    from kinema.lm.loss import fused_linear_cross_entropy
+
+    g = torch.Generator().manual_seed(1)
+    h0, w0 = torch.randn(200, 16, generator=g), torch.randn(30, 16, generator=g)
+    t = torch.randint(0, 30, (200,), generator=g)
+    rw = torch.where(torch.rand(200, generator=g) < 0.2, 4.0, 1.0)
+    grads = []
+    for fn in (lambda h, w: (torch.nn.functional.cross_entropy(h @ w.t(), t, reduction="none") * rw).sum() / rw.sum(),
+               lambda h, w: fused_linear_cross_entropy(h, w, t, chunk=48, row_weight=rw)):
+        h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
+        loss = fn(h, w)
+        loss.backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # ones give the plain mean; a weighted loss differs from it
+    plain = fused_linear_cross_entropy(h0, w0, t)
+    torch.testing.assert_close(fused_linear_cross_entropy(h0, w0, t, row_weight=torch.ones(200)), plain)
+    assert not torch.allclose(grads[1][0], plain)
+    for bad in (torch.ones(199), -torch.ones(200), torch.zeros(200)):
+        with pytest.raises(ValueError, match="row_weight"):
+            fused_linear_cross_entropy(h0, w0, t, row_weight=bad)
+    # through the model: loss_weight (B, L) picks the same rows as the loss mask
+    m = tiny()
+    ids = torch.randint(0, V, (2, 10), generator=g)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[:, 4:] = True
+    lw = torch.ones(2, 10)
+    lw[0, 6] = 5.0
+    ce = torch.nn.functional.cross_entropy(m(ids).logits[:, 3:9].reshape(-1, V), ids[:, 4:].reshape(-1), reduction="none")
+    wr = lw[:, 4:].reshape(-1)
+    torch.testing.assert_close(m(ids, loss_mask=mask, loss_weight=lw).loss, (ce * wr).sum() / wr.sum(), atol=1e-5, rtol=1e-5)

@@ -257,6 +257,49 @@ def test_batches_feed_the_lm(shard_dir: Path) -> None:
     assert losses[-1] < 0.6 * losses[0], losses[::10]
 
 
+def test_change_weights_mark_the_codes_that_moved(tmp_path: Path) -> None:
+    """With change_weight, exactly the output video tokens whose code differs from the code one latent
+    frame earlier (in the clip, so across the cut of i2v/continue too) carry the weight."""
+    from kinema.lm.token_data import change_weights
+
+    g = np.random.default_rng(0)
+    video = np.full((5, 2, 3), 7)  # a static background ...
+    for t in range(1, 5):  # ... with one moving cell and one random flicker per frame
+        video[t, t % 2, t % 3] = 100 + t
+        video[t, g.integers(2), g.integers(3)] = 200 + t
+    with ShardWriter(tmp_path) as w:
+        w.write(Record(0, "clip0", "c", [1, 2], {"video": video, "audio": g.integers(0, 16, size=(3, 11))}))
+    v = torch.from_numpy(video)
+    changed = torch.zeros(5, 2, 3, dtype=torch.bool)
+    changed[1:] = v[1:] != v[:-1]
+    for task in layout.TASKS:
+        ds = TokenShardDataset(tmp_path, VOCAB, tasks={task: 1.0}, drop_text_prob=0.0, change_weight=3.0)
+        plain = TokenShardDataset(tmp_path, VOCAB, tasks={task: 1.0}, drop_text_prob=0.0)
+        for epoch in range(4):
+            ds.set_epoch(epoch), plain.set_epoch(epoch)
+            seq, p = ds[0], ds.plan(0)
+            assert plain[0].loss_weight is None and torch.equal(seq.ids, plain[0].ids)
+            span = ds._output_frames(p)
+            if span is None:
+                assert seq.loss_weight is None and task == "v2a"
+                continue
+            a, b = span
+            v0, v1 = VOCAB.video_range
+            out_video = seq.loss_mask & (seq.ids >= v0) & (seq.ids < v1)
+            expect = 1.0 + 2.0 * changed[a:b].reshape(-1).float()
+            assert torch.equal(seq.loss_weight[out_video], expect), (task, span)
+            assert bool((seq.loss_weight[~out_video] == 1).all())
+            if a >= 1:  # the first output frame is judged against the conditioning frame before it
+                assert bool(seq.loss_weight[out_video][:6].gt(1).any())
+    batch = collate([ds[0], plain[0]], pad_id=VOCAB.pad)
+    assert batch["loss_weight"].shape == batch["ids"].shape and bool((batch["loss_weight"][1] == 1).all())
+    assert collate([plain[0]], pad_id=VOCAB.pad)["loss_weight"] is None
+    with pytest.raises(ValueError, match="change_weight"):
+        TokenShardDataset(tmp_path, VOCAB, change_weight=0.5)
+    with pytest.raises(ValueError, match="output video tokens"):
+        change_weights(ds[0], VOCAB, v, (0, 5), 3.0)
+
+
 def test_resume_when_codes_were_lost_after_index(tmp_path: Path) -> None:
     """After a power loss the index may point past the end of the codes: those samples are redone."""
     extract(tmp_path, 6, _encoder_factory, progress=False)

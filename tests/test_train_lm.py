@@ -96,9 +96,10 @@ def test_single_process_learns_and_exports(tmp_path):
     assert (tmp_path / "loss_curve.png").is_file()
     model = KinemaLM.from_pretrained(tmp_path / "final")
     assert model.cfg.vocab["size"] == model.cfg.vocab_size
-    # init_from: a fine-tune starts where the exported weights are, not from scratch
+    # init_from: a fine-tune starts where the exported weights are, not from scratch (here with the
+    # train loss weighted toward the codes that change between latent frames)
     r = subprocess.run([sys.executable, str(SCRIPT), "--config", str(TINY), f"run_dir={tmp_path / 'ft'}",
-                        f"init_from={tmp_path / 'final'}", "train.steps=2", "train.eval_every=2",
+                        f"init_from={tmp_path / 'final'}", "data.change_weight=3", "train.steps=2", "train.eval_every=2",
                         "train.ckpt_every=2", "train.log_every=1",
                         "--deepspeed_config", str(REPO / "configs/deepspeed/zero0.json")],
                        env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -110,6 +111,7 @@ def test_single_process_learns_and_exports(tmp_path):
     n = KinemaLM.from_pretrained(tmp_path / "final").cfg.n_layers
     r = subprocess.run([sys.executable, str(SCRIPT), "--config", str(TINY), f"run_dir={tmp_path / 'deep'}",
                         f"init_from={tmp_path / 'final'}", "init_deepen=true", f"model.n_layers={n + 1}",
+                        "data.change_weight=3",
                         "train.steps=2", "train.eval_every=2", "train.ckpt_every=2", "train.log_every=1",
                         "--deepspeed_config", str(REPO / "configs/deepspeed/zero0.json")],
                        env=env, cwd=REPO, capture_output=True, text=True, timeout=600)

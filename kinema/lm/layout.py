@@ -59,6 +59,7 @@ class Sequence:
     positions: torch.Tensor  # (L, 3) long (time, height, width)
     task: str
     next_pos: int            # running position index after the last token
+    loss_weight: torch.Tensor | None = None  # (L,) float weight of each target; None: all 1
 
     def __len__(self) -> int:
         return int(self.ids.numel())

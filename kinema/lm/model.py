@@ -255,6 +255,7 @@ class KinemaLM(nn.Module):
         prefix_len: torch.Tensor | None = None,  # (B,) bidirectional prefix length per sample
         attention_mask: torch.Tensor | None = None,  # (B, L) bool, True = real token
         loss_mask: torch.Tensor | None = None,  # (B, L) bool, True = token is a prediction target
+        loss_weight: torch.Tensor | None = None,  # (B, L) float, weight of each target; None: all 1
     ) -> LMOutput:
         """Logits for every position, or — given ``loss_mask`` — the next-token loss.
 
@@ -262,6 +263,7 @@ class KinemaLM(nn.Module):
         never a target. With a loss mask only the loss is returned (``logits`` is None): the
         vocabulary projection runs only at the predicting positions, fused with the cross-entropy
         in row chunks (:mod:`kinema.lm.loss`), so the (N, V) logits are never held in memory.
+        ``loss_weight[b, t]`` weighs target t; the loss is then the weighted mean over the targets.
         """
         if ids.dim() != 2:
             raise ValueError(f"ids must be (B, L), got {tuple(ids.shape)}")
@@ -282,7 +284,8 @@ class KinemaLM(nn.Module):
         if n == 0:
             return LMOutput(None, h.sum() * 0.0, 0)
         w = self.embed.weight if self.head is None else self.head.weight
-        loss = fused_linear_cross_entropy(h[:, :-1][sel], w, ids[:, 1:][sel])  # (N, C) x (V, C) -> scalar
+        rw = None if loss_weight is None else loss_weight[:, 1:][sel]  # (N,)
+        loss = fused_linear_cross_entropy(h[:, :-1][sel], w, ids[:, 1:][sel], row_weight=rw)  # (N, C) x (V, C)
         return LMOutput(None, loss, n)
 
     # ------------------------------------------------------------------ generation

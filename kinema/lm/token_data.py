@@ -3,7 +3,10 @@
 * :class:`TokenShardDataset` turns each stored sample into one :class:`~kinema.lm.layout.Sequence`,
   choosing its task from a weighted mix every epoch (deterministic in ``(seed, epoch, index)``,
   so a resumed run sees the same data) and dropping the text ~10% of the time for classifier-free
-  guidance (Ho & Salimans, 2022).
+  guidance (Ho & Salimans, 2022). With ``change_weight`` > 1, the output video tokens whose code
+  differs from the code at the same place one latent frame earlier weigh that much more in the loss
+  (:func:`change_weights`): on the synthetic world most codes are static background, and the few that
+  change carry the motion the caption asks for.
 * :class:`LengthGroupedBatchSampler` groups samples of similar length (shuffle, cut into
   mega-batches, sort each by length, split into batches, shuffle the batches), the scheme of
   Hugging Face's ``LengthGroupedSampler``, so a batch wastes little compute on padding.
@@ -60,7 +63,10 @@ class TokenShardDataset(torch.utils.data.Dataset):
 
     def __init__(self, shards: TokenShards | str, vocab: Vocab, tasks: dict[str, float] | Seq[str] | None = None,
                  drop_text_prob: float = 0.1, max_text_tokens: int = 64, max_video_frames: int | None = None,
-                 max_tokens: int | None = None, seed: int = 0):
+                 max_tokens: int | None = None, seed: int = 0, change_weight: float = 1.0):
+        if not change_weight >= 1.0:
+            raise ValueError(f"change_weight must be >= 1 (1 = plain loss), got {change_weight}")
+        self.change_weight = float(change_weight)
         self.shards = shards if isinstance(shards, TokenShards) else TokenShards(shards)
         self.vocab = vocab
         stored_vocab = self.shards.meta.get("vocab") if isinstance(self.shards.meta.get("vocab"), dict) else {}
@@ -217,8 +223,49 @@ class TokenShardDataset(torch.utils.data.Dataset):
         # warning layout.build gives a user. (A catch_warnings per sample would also reset Python's
         # warning registry each step, and every once-only library warning would then print each step.)
         text = rec.text[: self.max_text_tokens] if "text" in layout.SPEC[p.task][0] else None
-        return layout.build(p.task, self.vocab, text=text, drop_text=p.drop_text,
-                            max_text_tokens=self.max_text_tokens, **kw)
+        seq = layout.build(p.task, self.vocab, text=text, drop_text=p.drop_text,
+                           max_text_tokens=self.max_text_tokens, **kw)
+        if self.change_weight != 1.0:
+            span = self._output_frames(p)
+            if span is not None:
+                seq.loss_weight = change_weights(seq, self.vocab, video, span, self.change_weight)
+        return seq
+
+    @staticmethod
+    def _output_frames(p: Plan) -> tuple[int, int] | None:
+        """The clip's latent frames [start, end) that the task outputs (None: it outputs no video)."""
+        if p.task == "v2a":
+            return None
+        if p.task == "i2v":
+            return 1, p.frames
+        if p.task == "continue":
+            return p.cut[0], p.frames
+        if p.task == "extend_back":
+            return 0, p.cut[0]
+        if p.task == "bridge":
+            return p.cut
+        return 0, p.frames
+
+
+def change_weights(seq: Sequence, vocab: Vocab, video: torch.Tensor, span: tuple[int, int],
+                   weight: float) -> torch.Tensor:
+    """(L,) loss weights of ``seq``: ``weight`` on each output video token whose code differs from
+    the code at the same (row, column) one latent frame earlier in the clip ``video`` (t, h, w), 1
+    elsewhere. ``span`` is the clip's frames [start, end) that the sequence outputs, in raster order
+    after any conditioning; the clip's first frame has nothing before it, so it keeps weight 1."""
+    a, b = span
+    changed = torch.zeros_like(video[a:b], dtype=torch.bool)  # (b-a, h, w)
+    lo = max(a, 1)
+    changed[lo - a:] = video[lo:b] != video[lo - 1:b - 1]
+    per_token = changed.reshape(-1).repeat_interleave(vocab.video_tokens_per_code)
+    v0, v1 = vocab.video_range
+    out_video = seq.loss_mask & (seq.ids >= v0) & (seq.ids < v1)
+    if int(out_video.sum()) != per_token.numel():
+        raise ValueError(f"{seq.task}: {int(out_video.sum())} output video tokens, but frames {a}..{b} "
+                         f"of the clip hold {per_token.numel()}")
+    w = torch.ones(len(seq), dtype=torch.float32)
+    w[out_video] = 1.0 + (weight - 1.0) * per_token.float()
+    return w
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
@@ -280,7 +327,8 @@ def padding_fraction(batches: list[list[int]], lengths: Seq[int]) -> float:
 
 def collate(seqs: list[Sequence], pad_id: int = 0, pad_to_multiple_of: int | None = None) -> dict[str, Any]:
     """Right-pad a list of sequences: ids (B,L), positions (B,L,3), loss_mask (B,L),
-    attention_mask (B,L) True on real tokens, prefix_len (B,), lengths (B,), tasks."""
+    attention_mask (B,L) True on real tokens, prefix_len (B,), lengths (B,), tasks, and loss_weight
+    (B,L) float when any sequence carries weights (else None)."""
     if not seqs:
         raise ValueError("cannot collate an empty batch")
     L = max(len(s) for s in seqs)
@@ -294,18 +342,25 @@ def collate(seqs: list[Sequence], pad_id: int = 0, pad_to_multiple_of: int | Non
     for b, s in enumerate(seqs):
         n = len(s)
         ids[b, :n], pos[b, :n], loss[b, :n], att[b, :n] = s.ids, s.positions, s.loss_mask, True
+    weight = None
+    if any(s.loss_weight is not None for s in seqs):  # (B, L); 1 where a sequence has no weights
+        weight = torch.ones(B, L, dtype=torch.float32)
+        for b, s in enumerate(seqs):
+            if s.loss_weight is not None:
+                weight[b, :len(s)] = s.loss_weight
     return {"ids": ids, "positions": pos, "loss_mask": loss, "attention_mask": att,
             "prefix_len": torch.tensor([s.prefix_len for s in seqs], dtype=torch.long),
             "lengths": torch.tensor([len(s) for s in seqs], dtype=torch.long),
-            "tasks": [s.task for s in seqs]}
+            "tasks": [s.task for s in seqs], "loss_weight": weight}
 
 
 def lm_loss(model, batch: dict, bf16: bool, device) -> tuple[torch.Tensor, int]:
-    """Mean next-token loss of ``model`` (KinemaLM or its DeepSpeed engine) on a :func:`collate` batch,
-    and the number of tokens it was averaged over."""
+    """Mean next-token loss of ``model`` (KinemaLM or its DeepSpeed engine) on a :func:`collate` batch
+    (weighted by its ``loss_weight`` when it has one), and the number of tokens it was averaged over."""
     from kinema.training import autocast
 
     with autocast(device, enabled=bf16):
         out = model(batch["ids"].to(device), batch["positions"].to(device), prefix_len=batch["prefix_len"].to(device),
-                    attention_mask=batch["attention_mask"].to(device), loss_mask=batch["loss_mask"].to(device))
+                    attention_mask=batch["attention_mask"].to(device), loss_mask=batch["loss_mask"].to(device),
+                    **({} if batch.get("loss_weight") is None else {"loss_weight": batch["loss_weight"].to(device)}))
     return out.loss, out.n_tokens
