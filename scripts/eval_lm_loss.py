@@ -19,6 +19,11 @@ guidance's unconditional branch sees) and reports the difference, uncaptioned mi
 per latent frame: how many nats per token the caption is worth to the LM. Classifier-free guidance
 can only amplify this gap, so an LM whose loss falls while the gap does not has learned the world
 better but not the caption.
+
+Both also split the text-to-video loss of frames 1.. between the tokens whose code changed since the
+same place one latent frame earlier (where things move; ``t2v_changed``) and the rest, and
+``--caption-gain`` gives the caption's worth on each (``caption_gain_changed``): how much the caption
+tells the LM about the motion, the part of the clip that guidance on the later latents amplifies.
 """
 from __future__ import annotations
 
@@ -55,17 +60,17 @@ def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips:
 
 
 @torch.no_grad()
-def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int,
-                     max_text_tokens: int = 48, drop_text: bool = False) -> list[float]:
-    """Mean text-to-video loss of the video tokens of each latent frame (index = frame), same clips and
-    layout as :func:`task_loss`; ``drop_text`` scores them with the caption left out."""
+def t2v_token_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, max_text_tokens: int = 48,
+                     drop_text: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per clip, the text-to-video loss of every video token as (frames, tokens per frame) and the
+    token ids in the same shape, same clips and layout as :func:`task_loss`; ``drop_text`` scores
+    them with the caption left out."""
     from kinema.training import autocast
 
     ds = TokenShardDataset(shards, vocab, tasks={"t2v": 1.0}, drop_text_prob=1.0 if drop_text else 0.0,
                            max_text_tokens=max_text_tokens)
     lo, hi = vocab.video_range
-    tot: dict[int, float] = {}
-    cnt: dict[int, int] = {}
+    out = []
     for i in tqdm(range(min(clips, len(ds))), desc="t2v by frame", unit="clip", leave=False):
         s = ds[i]
         with autocast("cpu", enabled=True):
@@ -73,13 +78,52 @@ def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int
         target = s.ids[1:]
         keep = s.loss_mask[1:] & (target >= lo) & (target < hi)
         ce = torch.nn.functional.cross_entropy(logits[keep].float(), target[keep], reduction="none")
-        t = s.positions[1:][keep][:, 0]
-        t = t - t.min()
-        for f in t.unique().tolist():
-            sel = t == f
-            tot[f] = tot.get(f, 0.0) + float(ce[sel].sum())
-            cnt[f] = cnt.get(f, 0) + int(sel.sum())
-    return [tot[f] / cnt[f] for f in sorted(tot)]
+        frames = int(s.positions[1:][keep][:, 0].unique().numel())  # raster order: frame by frame
+        out.append((ce.view(frames, -1), target[keep].view(frames, -1)))
+    return out
+
+
+def frame_losses(per_clip: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+    """Mean loss of each latent frame (index = frame) over the clips of :func:`t2v_token_losses`."""
+    n = max(ce.shape[0] for ce, _ in per_clip)
+    tot, cnt = [0.0] * n, [0] * n
+    for ce, _ in per_clip:
+        for f in range(ce.shape[0]):
+            tot[f] += float(ce[f].sum())
+            cnt[f] += ce.shape[1]
+    return [t / c for t, c in zip(tot, cnt)]
+
+
+def changed_losses(per_clip: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Mean loss, over frames 1.., of the tokens whose id differs from the id at the same place one
+    latent frame earlier (``changed``: where things move) and of the rest (``unchanged``), and the
+    share of tokens that changed."""
+    tot = {True: 0.0, False: 0.0}
+    cnt = {True: 0, False: 0}
+    for ce, ids in per_clip:
+        moved = ids[1:] != ids[:-1]
+        for k in (True, False):
+            sel = moved if k else ~moved
+            tot[k] += float(ce[1:][sel].sum())
+            cnt[k] += int(sel.sum())
+    return {"changed": tot[True] / max(cnt[True], 1), "unchanged": tot[False] / max(cnt[False], 1),
+            "changed_share": cnt[True] / max(cnt[True] + cnt[False], 1)}
+
+
+def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int,
+                     max_text_tokens: int = 48, drop_text: bool = False) -> list[float]:
+    """Mean text-to-video loss of the video tokens of each latent frame (index = frame)."""
+    return frame_losses(t2v_token_losses(lm, shards, vocab, clips, max_text_tokens, drop_text))
+
+
+def _rounded(v):
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, list):
+        return [_rounded(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    return v
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,13 +158,16 @@ def run(args) -> int:
                              f"extracted with ({vocab_from_meta(shards.meta).to_dict()})")
         row = {t: task_loss(lm, shards, vocab, t, args.clips) for t in args.tasks}
         if args.by_frame or args.caption_gain:
-            row["t2v_by_frame"] = t2v_frame_losses(lm, shards, vocab, args.clips)
+            cond = t2v_token_losses(lm, shards, vocab, args.clips)
+            row["t2v_by_frame"] = frame_losses(cond)
+            row["t2v_changed"] = changed_losses(cond)
         if args.caption_gain:
-            uncond = t2v_frame_losses(lm, shards, vocab, args.clips, drop_text=True)
-            row["caption_gain_by_frame"] = [u - c for u, c in zip(uncond, row["t2v_by_frame"])]
+            uncond = t2v_token_losses(lm, shards, vocab, args.clips, drop_text=True)
+            row["caption_gain_by_frame"] = [u - c for u, c in zip(frame_losses(uncond), row["t2v_by_frame"])]
+            u, c = changed_losses(uncond), row["t2v_changed"]
+            row["caption_gain_changed"] = {k: u[k] - c[k] for k in ("changed", "unchanged")}
         result["loss"][m] = row
-        print(m, {t: (round(v, 4) if isinstance(v, float) else [round(x, 4) for x in v] if isinstance(v, list) else v)
-                  for t, v in row.items()}, flush=True)
+        print(m, {t: _rounded(v) for t, v in row.items()}, flush=True)
     print(json.dumps(result))
     return 0
 

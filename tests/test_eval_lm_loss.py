@@ -65,3 +65,15 @@ def test_caption_gain_is_uncaptioned_minus_captioned_loss_per_frame(tmp_path, ca
     assert row["t2v_by_frame"] == pytest.approx(cond, abs=1e-4) and len(row["caption_gain_by_frame"]) == 3
     assert row["caption_gain_by_frame"] == pytest.approx([u - c for u, c in zip(uncond, cond)], abs=1e-4)
     assert uncond != cond  # the uncaptioned layout really leaves the caption out (an untrained LM still reads it)
+    assert set(row["caption_gain_changed"]) == {"changed", "unchanged"}
+    assert 0 < row["t2v_changed"]["changed_share"] <= 1
+
+
+def test_changed_losses_split_frames_after_the_first_by_whether_the_code_moved():
+    ids = torch.tensor([[1, 2, 3, 4], [1, 9, 3, 4], [1, 9, 8, 7]])  # frame 1: 1 change; frame 2: 2 changes
+    ce = torch.tensor([[9.0, 9, 9, 9], [1, 5, 1, 1], [2, 2, 6, 4]])  # frame 0 never counts
+    got = ev.changed_losses([(ce, ids)])
+    assert got["changed"] == pytest.approx((5 + 6 + 4) / 3)
+    assert got["unchanged"] == pytest.approx((1 + 1 + 1 + 2 + 2) / 5)
+    assert got["changed_share"] == pytest.approx(3 / 8)
+    assert ev.frame_losses([(ce, ids)]) == pytest.approx([9.0, 2.0, 3.5])
