@@ -24,6 +24,8 @@ Both also split the text-to-video loss of frames 1.. between the tokens whose co
 same place one latent frame earlier (where things move; ``t2v_changed``) and the rest, and
 ``--caption-gain`` gives the caption's worth on each (``caption_gain_changed``): how much the caption
 tells the LM about the motion, the part of the clip that guidance on the later latents amplifies.
+``t2v_copy`` compares how often a token repeats the previous latent frame's id in the clips (``data``)
+with the probability the LM gives that repeat (``model``): a calibration check of "stay put".
 """
 from __future__ import annotations
 
@@ -62,9 +64,10 @@ def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips:
 @torch.no_grad()
 def t2v_token_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, max_text_tokens: int = 48,
                      drop_text: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per clip, the text-to-video loss of every video token as (frames, tokens per frame) and the
-    token ids in the same shape, same clips and layout as :func:`task_loss`; ``drop_text`` scores
-    them with the caption left out."""
+    """Per clip, the text-to-video loss of every video token as (frames, tokens per frame), the
+    token ids in the same shape, and for frames 1.. the probability the LM gives the id at the same
+    place one latent frame earlier (frames - 1, tokens per frame); same clips and layout as
+    :func:`task_loss`; ``drop_text`` scores them with the caption left out."""
     from kinema.training import autocast
 
     ds = TokenShardDataset(shards, vocab, tasks={"t2v": 1.0}, drop_text_prob=1.0 if drop_text else 0.0,
@@ -77,30 +80,34 @@ def t2v_token_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int
             logits = lm(s.ids[None], s.positions[None], prefix_len=torch.tensor([s.prefix_len])).logits[0, :-1]
         target = s.ids[1:]
         keep = s.loss_mask[1:] & (target >= lo) & (target < hi)
-        ce = torch.nn.functional.cross_entropy(logits[keep].float(), target[keep], reduction="none")
+        logp = torch.log_softmax(logits[keep].float(), -1)  # (N, V)
+        ids = target[keep]
+        ce = -logp.gather(1, ids[:, None]).squeeze(1)
         frames = int(s.positions[1:][keep][:, 0].unique().numel())  # raster order: frame by frame
-        out.append((ce.view(frames, -1), target[keep].view(frames, -1)))
+        ids, logp = ids.view(frames, -1), logp.view(frames, ids.numel() // frames, -1)
+        p_copy = logp[1:].gather(2, ids[:-1, :, None]).squeeze(2).exp()  # P(the id one frame earlier)
+        out.append((ce.view(frames, -1), ids, p_copy))
     return out
 
 
-def frame_losses(per_clip: list[tuple[torch.Tensor, torch.Tensor]]) -> list[float]:
+def frame_losses(per_clip: list[tuple[torch.Tensor, ...]]) -> list[float]:
     """Mean loss of each latent frame (index = frame) over the clips of :func:`t2v_token_losses`."""
-    n = max(ce.shape[0] for ce, _ in per_clip)
+    n = max(c[0].shape[0] for c in per_clip)
     tot, cnt = [0.0] * n, [0] * n
-    for ce, _ in per_clip:
+    for ce, *_ in per_clip:
         for f in range(ce.shape[0]):
             tot[f] += float(ce[f].sum())
             cnt[f] += ce.shape[1]
     return [t / c for t, c in zip(tot, cnt)]
 
 
-def changed_losses(per_clip: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+def changed_losses(per_clip: list[tuple[torch.Tensor, ...]]) -> dict[str, float]:
     """Mean loss, over frames 1.., of the tokens whose id differs from the id at the same place one
     latent frame earlier (``changed``: where things move) and of the rest (``unchanged``), and the
     share of tokens that changed."""
     tot = {True: 0.0, False: 0.0}
     cnt = {True: 0, False: 0}
-    for ce, ids in per_clip:
+    for ce, ids, *_ in per_clip:
         moved = ids[1:] != ids[:-1]
         for k in (True, False):
             sel = moved if k else ~moved
@@ -108,6 +115,20 @@ def changed_losses(per_clip: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[st
             cnt[k] += int(sel.sum())
     return {"changed": tot[True] / max(cnt[True], 1), "unchanged": tot[False] / max(cnt[False], 1),
             "changed_share": cnt[True] / max(cnt[True] + cnt[False], 1)}
+
+
+def copy_rates(per_clip: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Over frames 1.., how often a token repeats the id at the same place one latent frame earlier
+    (``data``) and the mean probability the LM gives that repeat (``model``). An LM trained with
+    plain cross-entropy is calibrated when the two agree; a loss weight that depends on whether the
+    target changed (``data.change_weight``) moves the LM's optimum away from the data (it learns
+    p(y) * w(y), renormalised), so it under-predicts repeats and sampling changes codes too often."""
+    rep, prob, n = 0.0, 0.0, 0
+    for _, ids, p_copy in per_clip:
+        rep += float((ids[1:] == ids[:-1]).sum())
+        prob += float(p_copy.sum())
+        n += p_copy.numel()
+    return {"data": rep / max(n, 1), "model": prob / max(n, 1)}
 
 
 def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int,
@@ -161,6 +182,7 @@ def run(args) -> int:
             cond = t2v_token_losses(lm, shards, vocab, args.clips)
             row["t2v_by_frame"] = frame_losses(cond)
             row["t2v_changed"] = changed_losses(cond)
+            row["t2v_copy"] = copy_rates(cond)
         if args.caption_gain:
             uncond = t2v_token_losses(lm, shards, vocab, args.clips, drop_text=True)
             row["caption_gain_by_frame"] = [u - c for u, c in zip(frame_losses(uncond), row["t2v_by_frame"])]

@@ -77,3 +77,34 @@ def test_changed_losses_split_frames_after_the_first_by_whether_the_code_moved()
     assert got["unchanged"] == pytest.approx((1 + 1 + 1 + 2 + 2) / 5)
     assert got["changed_share"] == pytest.approx(3 / 8)
     assert ev.frame_losses([(ce, ids)]) == pytest.approx([9.0, 2.0, 3.5])
+
+
+def test_copy_rate_compares_the_lms_stay_put_probability_with_the_clips(tmp_path):
+    """``data`` counts repeats of the previous latent frame's id; ``model`` is the LM's probability of
+    that repeat, read from its own softmax (checked against a direct computation for one clip)."""
+    from kinema.lm.shards import TokenShards
+
+    ids = torch.tensor([[1, 2, 3, 4], [1, 9, 3, 4], [1, 9, 8, 7]])
+    p = torch.tensor([[0.5, 0.1, 0.5, 0.5], [0.9, 0.8, 0.2, 0.2]])
+    got = ev.copy_rates([(torch.zeros(3, 4), ids, p)])
+    assert got["data"] == pytest.approx(5 / 8) and got["model"] == pytest.approx(3.7 / 8)
+
+    lm, vocab = _untrained_lm_and_shards(tmp_path, 2)
+    shards = TokenShards(tmp_path / "shards")
+    (ce, tok, p_copy), _ = ev.t2v_token_losses(lm, shards, vocab, clips=2)
+    assert p_copy.shape == (tok.shape[0] - 1, tok.shape[1]) and bool(((p_copy > 0) & (p_copy < 1)).all())
+    # p_copy[f - 1, j] is the LM's softmax, at the position predicting token j of frame f, read at
+    # the id token j of frame f - 1 had: checked directly on the first clip's text-to-video layout
+    from kinema.lm.token_data import TokenShardDataset
+
+    seq = TokenShardDataset(shards, vocab, tasks={"t2v": 1.0}, drop_text_prob=0.0, max_text_tokens=48)[0]
+    with torch.no_grad():
+        logits = lm.float()(seq.ids[None], seq.positions[None], prefix_len=torch.tensor([seq.prefix_len])).logits[0, :-1]
+    lo, hi = vocab.video_range
+    rows = torch.nonzero(seq.loss_mask[1:] & (seq.ids[1:] >= lo) & (seq.ids[1:] < hi)).squeeze(1)
+    per_frame = tok.shape[1]
+    for f, j in [(1, 0), (2, per_frame - 1)]:
+        want = torch.softmax(logits[rows[f * per_frame + j]].float(), -1)[tok[f - 1, j]]
+        assert float(p_copy[f - 1, j]) == pytest.approx(float(want), rel=2e-2)
+    rates = ev.copy_rates([(ce, tok, p_copy)])
+    assert 0 < rates["model"] < 1 and 0 <= rates["data"] <= 1

@@ -6,7 +6,9 @@
   guidance (Ho & Salimans, 2022). With ``change_weight`` > 1, the output video tokens whose code
   differs from the code at the same place one latent frame earlier weigh that much more in the loss
   (:func:`change_weights`): on the synthetic world most codes are static background, and the few that
-  change carry the motion the caption asks for.
+  change carry the motion the caption asks for. The weight depends on the target, so it tilts the
+  loss's optimum toward change (the LM learns p(y) w(y), renormalised, not p(y)): on kinema-tiny it
+  made the LM under-predict repeats and the sampled clips move less, so it is off by default.
 * :class:`LengthGroupedBatchSampler` groups samples of similar length (shuffle, cut into
   mega-batches, sort each by length, split into batches, shuffle the batches), the scheme of
   Hugging Face's ``LengthGroupedSampler``, so a batch wastes little compute on padding.
