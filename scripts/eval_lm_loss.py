@@ -63,7 +63,7 @@ def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips:
 
 @torch.no_grad()
 def t2v_token_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, max_text_tokens: int = 48,
-                     drop_text: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                     drop_text: bool = False) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per clip, the text-to-video loss of every video token as (frames, tokens per frame), the
     token ids in the same shape, and for frames 1.. the probability the LM gives the id at the same
     place one latent frame earlier (frames - 1, tokens per frame); same clips and layout as
