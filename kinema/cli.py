@@ -72,19 +72,27 @@ def _run_synth(args) -> int:
 
 
 # ----------------------------------------------------------------------------- generation (kinema.pipeline)
-def _gen_options(p, seconds: float | None) -> None:
-    p.add_argument("-o", "--output", required=True, help="output mp4")
-    p.add_argument("--seconds", type=float, default=seconds, help="length to generate")
-    p.add_argument("--model", default=None, help="model directory (default: the embedded kinema-tiny)")
-    p.add_argument("--seed", type=int, default=0)
+def _guidance_options(p) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the "
-                        "first latent and the sound)")
+                        "first latent and the sound) (default: the model's pipeline.json)")
     p.add_argument("--guidance-plausibility", type=float, default=None,
                    help="with guidance, keep only tokens at least this fraction as likely as the best (0: off)")
     p.add_argument("--guidance-later", type=float, default=None,
                    help="guidance for the latents after the first one (the caption decides the first alone; later "
                         "ones follow the frames before them) (default: --guidance when given, else pipeline.json)")
+    p.add_argument("--motion-guidance", type=float, default=None,
+                   help="on the latents --guidance-later covers, also guide away from the caption with its motion "
+                        "replaced by 'standing still', so the caption's motion is amplified (0: off; default: "
+                        "pipeline.json)")
+
+
+def _gen_options(p, seconds: float | None) -> None:
+    p.add_argument("-o", "--output", required=True, help="output mp4")
+    p.add_argument("--seconds", type=float, default=seconds, help="length to generate")
+    p.add_argument("--model", default=None, help="model directory (default: the embedded kinema-tiny)")
+    p.add_argument("--seed", type=int, default=0)
+    _guidance_options(p)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -107,6 +115,7 @@ def _pipeline(args):
 def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
                guidance_plausibility=args.guidance_plausibility, guidance_later=args.guidance_later,
+               motion_guidance=args.motion_guidance,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
                refine=args.refine, candidates=args.candidates, **kw)
@@ -191,14 +200,7 @@ def _add_eval(sub) -> None:
                    help="prompt i is drawn with seed SEED + i; another SEED is an independent second sample")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (alone: for every latent; with --guidance-later: the "
-                        "first latent and the sound) (default: the model's pipeline.json)")
-    p.add_argument("--guidance-plausibility", type=float, default=None,
-                   help="with guidance, keep only tokens at least this fraction as likely as the best")
-    p.add_argument("--guidance-later", type=float, default=None,
-                   help="guidance for the latents after the first one (the caption decides the first alone; later "
-                        "ones follow the frames before them) (default: --guidance when given, else pipeline.json)")
+    _guidance_options(p)
     p.add_argument("--candidates", type=int, default=None,
                    help="first frames drawn per prompt, best kept by the caption scorer (default: pipeline.json)")
     p.add_argument("--backend", choices=("ar", "dit"), default="ar", help="generation path to judge")
@@ -236,12 +238,14 @@ def _run_eval(args) -> int:
             image = clip.frames[0].numpy()
         return pipe(prompt, image=image, seconds=seconds, seed=seed, temperature=args.temperature, top_k=args.top_k,
                     guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
-                    guidance_later=args.guidance_later, backend=args.backend, refine=args.refine,
+                    guidance_later=args.guidance_later, motion_guidance=args.motion_guidance,
+                    backend=args.backend, refine=args.refine,
                     candidates=args.candidates)
 
     settings = {"backend": args.backend, "first_frame": args.first_frame, **pipe.sampling_options(
         guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
-        guidance_later=args.guidance_later, temperature=args.temperature, top_k=args.top_k, refine=args.refine,
+        guidance_later=args.guidance_later, motion_guidance=args.motion_guidance, temperature=args.temperature,
+        top_k=args.top_k, refine=args.refine,
         candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
                                 settings=settings, seed=args.seed)

@@ -24,6 +24,11 @@ Documented behaviour:
   loaded) draws the first ``PipelineConfig.rerank_latents`` latent frames of a text-to-video/-image
   call K times in one batch and keeps the draw the caption scorer matches best to the prompt
   (kinema.decode.rerank); the rest is decoded after it as usual.
+- ``motion_guidance=M`` (default: ``PipelineConfig.motion_guidance``, 0 = off) adds a second guidance
+  term on the latents ``guidance_later`` covers: away from the same caption with its motion phrases
+  replaced by "standing still" (kinema.decode.motion_contrast), so what it amplifies is how things
+  move. A prompt that names no motion leaves it off. It adds a third row to every such window's
+  batched forward.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """
@@ -39,6 +44,7 @@ from tqdm.auto import tqdm
 
 from kinema.decode.continuation import LatentStream, latents_for_frames, window_schedule
 from kinema.decode.generate import generate
+from kinema.decode.motion_contrast import still_caption
 from kinema.errors import ResourceError
 from kinema.lm import layout
 from kinema.lm.model import KinemaLM
@@ -109,8 +115,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the call
     def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
-                         guidance_later: float | None = None, temperature: float | None = None,
-                         top_k: int | None = None, top_p: float | None = None,
+                         guidance_later: float | None = None, motion_guidance: float | None = None,
+                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                          refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
@@ -124,6 +130,7 @@ class Pipeline:
                     guidance_plausibility=float(pick(guidance_plausibility, c.guidance_plausibility)),
                     guidance_later=float(pick(guidance_later, guidance_scale if guidance_scale is not None
                                               else pick(c.guidance_later, c.guidance_scale))),
+                    motion_guidance=float(pick(motion_guidance, c.motion_guidance)),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
                     top_p=float(pick(top_p, c.top_p)),
                     refine=bool(pick(refine, c.refine and self.diffusion_decoder is not None)),
@@ -134,12 +141,15 @@ class Pipeline:
             raise ValueError("candidates > 1 needs a caption_scorer component; this pipeline has none")
         if not 0.0 <= opts["guidance_plausibility"] < 1.0:
             raise ValueError(f"guidance_plausibility must be in [0, 1), got {opts['guidance_plausibility']}")
+        if not (math.isfinite(opts["motion_guidance"]) and opts["motion_guidance"] >= 0.0):
+            raise ValueError(f"motion_guidance must be a finite number >= 0, got {opts['motion_guidance']}")
         return opts
 
     def __call__(self, prompt: str | None = None, *, image: Any = None, video: Any = None, video_after: Any = None,
                  audio: Any = None, task: str | None = None, seconds: float | None = None, fps: float | None = None,
                  size: tuple[int, int] | None = None, guidance_scale: float | None = None,
                  guidance_plausibility: float | None = None, guidance_later: float | None = None,
+                 motion_guidance: float | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
                  with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
@@ -150,11 +160,13 @@ class Pipeline:
         if backend == "dit" and self.dit is None:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
-                                     guidance_later=guidance_later, temperature=temperature, top_k=top_k, top_p=top_p,
-                                     refine=refine, candidates=candidates)
+                                     guidance_later=guidance_later, motion_guidance=motion_guidance,
+                                     temperature=temperature, top_k=top_k, top_p=top_p, refine=refine,
+                                     candidates=candidates)
         refine = opts.pop("refine")
         self._candidates = opts.pop("candidates")
         self._guidance_later = opts.pop("guidance_later")
+        self._motion_guidance = opts.pop("motion_guidance")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
         if refine and self.diffusion_decoder.cfg.upsample != 1:
@@ -176,6 +188,8 @@ class Pipeline:
         self._opts = dict(opts, generator=generator)
         self._text = self.tt.encode(prompt) if prompt else None
         self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
+        still = still_caption(prompt) if prompt and self._motion_guidance > 0 else None
+        self._still = self.tt.encode(still) if still else None  # motion guidance's contrast prompt
         self._stats: list[dict[str, Any]] = []
         self._starts: list[int] = []  # frame index where each generated window begins in the output
         self._a_state, self._a_target, self._a_emitted = {}, 0, 0  # the call's sound track (see _audio_for_video)
@@ -222,15 +236,21 @@ class Pipeline:
             warnings.simplefilter("ignore", UserWarning)  # prompt truncated to the budget
             seq = layout.build_prefix(task, v, text=text, max_text_tokens=self.config.max_text_tokens, **cond)
         plan = layout.output_plan(task, v, video_grid, audio_shape, start_pos=seq.next_pos)
-        uncond: dict[str, Any] = {}  # guidance's unconditional prompt, one row
+        branches: dict[str, Any] = {}  # guidance's unconditional and contrast prompts, one row each
         has_text = bool(text) or self._neg is not None  # without text both branches would be the same
         scales = self._guidance_schedule(task, plan.length, video_grid)
         opts = dict(self._opts, guidance_scale=scales)
         if bool((scales != 1.0).any()) and task != "uncond" and has_text:
             useq = layout.build_prefix(task, v, text=self._neg, drop_text=self._neg is None,
                                        max_text_tokens=self.config.max_text_tokens, **cond)
-            uncond = dict(uncond_ids=useq.ids.to(self.device), uncond_positions=useq.positions.to(self.device),
+            branches = dict(uncond_ids=useq.ids.to(self.device), uncond_positions=useq.positions.to(self.device),
                           uncond_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=useq.next_pos))
+        motion = self._motion_schedule(task, plan.length, video_grid)
+        if self._still is not None and bool((motion != 0.0).any()) and text:
+            cseq = layout.build_prefix(task, v, text=self._still, max_text_tokens=self.config.max_text_tokens, **cond)
+            branches.update(contrast_ids=cseq.ids.to(self.device), contrast_positions=cseq.positions.to(self.device),
+                          contrast_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=cseq.next_pos))
+            opts["contrast_scale"] = motion
         total = len(seq) + plan.length
         if total > self.lm.cfg.max_seq_len:
             raise ResourceError(f"one {task} window needs {total} tokens but the LM handles {self.lm.cfg.max_seq_len}; "
@@ -238,17 +258,17 @@ class Pipeline:
         stat = {"window": len(self._stats), "task": task, "prefix_tokens": len(seq), "output_tokens": plan.length,
                 "cache_tokens": total - 1}
         if self._candidates > 1 and task in ("t2v", "t2i") and text:
-            out, info = self._reranked(seq, plan, uncond, video_grid, opts)
+            out, info = self._reranked(seq, plan, branches, video_grid, opts)
             stat.update(candidates=self._candidates, candidate_scores=info["rank"], chosen=info["chosen"])
         else:
             out = generate(self.lm, [seq.ids.to(self.device)], [seq.positions.to(self.device)], [plan],
-                           **{k: [x] for k, x in uncond.items()}, **opts, progress=self._progress)
+                           **{k: [x] for k, x in branches.items()}, **opts, progress=self._progress)
         self._stats.append(stat)
         cv = cond.get("cond_video_codes")
         hw = video_grid[1:] if video_grid is not None else (tuple(cv.shape[-2:]) if cv is not None else self._grid_hw())
         return layout.revert(torch.cat([seq.ids, out[0].cpu()]), v, video_hw=hw)
 
-    def _reranked(self, seq: Any, plan: Any, uncond: dict[str, Any], video_grid: tuple[int, int, int],
+    def _reranked(self, seq: Any, plan: Any, branches: dict[str, Any], video_grid: tuple[int, int, int],
                   opts: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """One window's output (1, N) whose first ``rerank_latents`` latent frames are the caption
         scorer's pick of ``self._candidates`` drawn in one batch (kinema.decode.rerank)."""
@@ -263,7 +283,7 @@ class Pipeline:
 
         out, info = decode_reranked_head(
             self.lm, seq.ids.to(self.device), seq.positions.to(self.device), plan, head_len=1 + t * per_frame,
-            candidates=self._candidates, rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **uncond,
+            candidates=self._candidates, rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **branches,
             **opts, progress=self._progress)
         return out.view(1, -1), info
 
@@ -281,6 +301,19 @@ class Pipeline:
             scales[first:] = later
         elif task in ("i2v", "continue"):
             scales[:] = later
+        return scales
+
+    def _motion_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None) -> torch.Tensor:
+        """Motion guidance's scale per output index (n,): ``motion_guidance`` on the latents
+        ``guidance_later`` covers (see ``_guidance_schedule``), 0 elsewhere."""
+        scales = torch.zeros(n, dtype=torch.float32)
+        m = self._motion_guidance
+        if m == 0.0 or video_grid is None:
+            return scales
+        if task == "t2v":
+            scales[1 + video_grid[1] * video_grid[2] * self.vocab.video_tokens_per_code:] = m  # after <bov> + latent 0
+        elif task in ("i2v", "continue"):
+            scales[:] = m
         return scales
 
     def _grid_hw(self) -> tuple[int, int]:

@@ -64,6 +64,7 @@ def test_generate_continue_bridge_v2a(model_dir, tmp_path):
     (["continue", "/no/such/file.mp4"], "no such file"),
     (["generate", "x", "--guidance", "3", "--guidance-plausibility", "1.5"], "guidance_plausibility must be in [0, 1)"),
     (["generate", "x", "--candidates", "4"], "needs a caption_scorer component"),
+    (["generate", "x", "--motion-guidance", "-1"], "motion_guidance must be a finite number >= 0"),
 ])
 def test_user_errors_exit_2_one_line(model_dir, tmp_path, capsys, argv, needle):
     rc = _run(*argv, "-o", tmp_path / "x.mp4", "--model", model_dir, "--quiet")
@@ -119,17 +120,19 @@ def test_eval_passes_sampling_options_and_records_them(model_dir, tmp_path, monk
     real_call = Pipeline.__call__
 
     def spy(self, *a, **k):
-        seen.append((k.get("guidance_scale"), k.get("guidance_plausibility"), k.get("top_k"), k.get("guidance_later")))
+        seen.append((k.get("guidance_scale"), k.get("guidance_plausibility"), k.get("top_k"), k.get("guidance_later"),
+                     k.get("motion_guidance")))
         return real_call(self, *a, **k)
 
     monkeypatch.setattr(Pipeline, "__call__", spy)
     out = tmp_path / "eval"
     assert _run("eval", "--model", model_dir, "--prompts", 2, "--seconds", 1, "--guidance", 2.5, "--top-k", 40,
-                "--guidance-plausibility", 0.05, "--guidance-later", 1.5, "--out", out) == 0
-    assert seen == [(2.5, 0.05, 40, 1.5), (2.5, 0.05, 40, 1.5)]
+                "--guidance-plausibility", 0.05, "--guidance-later", 1.5, "--motion-guidance", 2, "--out", out) == 0
+    assert seen == [(2.5, 0.05, 40, 1.5, 2.0), (2.5, 0.05, 40, 1.5, 2.0)]
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert summary["settings"]["guidance_scale"] == 2.5 and summary["settings"]["top_k"] == 40
     assert summary["settings"]["guidance_plausibility"] == 0.05 and summary["settings"]["guidance_later"] == 1.5
+    assert summary["settings"]["motion_guidance"] == 2.0
     assert summary["settings"]["temperature"] == Pipeline.from_pretrained(model_dir).config.temperature
     assert "guidance_scale" in (out / "report.html").read_text()
 

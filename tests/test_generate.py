@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kinema.decode.generate import generate
-from kinema.decode.sampling import cfg_mix, constrain, sample, top_k_filter, top_p_filter
+from kinema.decode.sampling import cfg_mix, constrain, contrast_mix, sample, top_k_filter, top_p_filter
 from kinema.lm import layout
 from kinema.lm.model import KinemaLM, LMConfig
 from kinema.lm.vocab import Vocab
@@ -133,6 +133,57 @@ def test_cfg_batched_matches_separate_forwards(model, vocab):
         assert int(mixed.argmax()) == tok or int(b[i, 1] - b[i, 0]) == 1
         ci, cp = torch.cat([ci, out[0, i:i + 1]]), torch.cat([cp, p.positions[i:i + 1]])
         ui, upos = torch.cat([ui, out[0, i:i + 1]]), torch.cat([upos, up.positions[i:i + 1]])
+
+
+def test_contrast_branch_matches_separate_forwards(model, vocab):
+    """Greedy decode with guidance and a contrast prompt == argmax of contrast_mix(cfg_mix(cond, uncond),
+    cond, contrast) from three separate forwards; the contrast's scale can differ per output index."""
+    s, p = prompt(vocab, grid=(1, 1, 3))
+    u, up = prompt(vocab, text=None, grid=(1, 1, 3))
+    c, cpl = prompt(vocab, text=(3, 9, 5, 7), grid=(1, 1, 3))
+    m = torch.tensor([0.0, 0.0, 4.0, 4.0] + [4.0] * (p.length - 4))
+    out = generate(model, [s.ids], [s.positions], p, uncond_ids=[u.ids], uncond_positions=[u.positions],
+                   uncond_plan=up, guidance_scale=2.0, contrast_ids=[c.ids], contrast_positions=[c.positions],
+                   contrast_plan=cpl, contrast_scale=m, temperature=0)
+    rows = [(s.ids, s.positions, s.prefix_len, p), (u.ids, u.positions, u.prefix_len, up),
+            (c.ids, c.positions, c.prefix_len, cpl)]
+    b = p.bounds()
+    for i in range(p.length):
+        lc, lu, ln = (constrain(model(ids[None], pos[None], prefix_len=torch.tensor([pl])).logits[0, -1:],
+                                int(b[i, 0]), int(b[i, 1])) for ids, pos, pl, _ in rows)
+        mixed = contrast_mix(cfg_mix(lc, lu, 2.0), lc, ln, float(m[i]))
+        assert int(mixed.argmax()) == int(out[0, i]) or int(b[i, 1] - b[i, 0]) == 1
+        rows = [(torch.cat([ids, out[0, i:i + 1]]), torch.cat([pos, pl_.positions[i:i + 1]]), pl, pl_)
+                for ids, pos, pl, pl_ in rows]
+
+
+def test_contrast_scale_zero_or_same_prompt_changes_nothing(model, vocab):
+    s, p = prompt(vocab, grid=(2, 2, 2))
+    u, up = prompt(vocab, text=None, grid=(2, 2, 2))
+    c, cpl = prompt(vocab, text=(3, 9, 5, 7), grid=(2, 2, 2))
+    kw = dict(uncond_ids=[u.ids], uncond_positions=[u.positions], uncond_plan=up, guidance_scale=3.0, temperature=1.0)
+
+    def run(**extra):
+        return generate(model, [s.ids], [s.positions], p, generator=torch.Generator().manual_seed(1), **kw, **extra)
+
+    plain = run()
+    assert torch.equal(run(contrast_ids=[c.ids], contrast_positions=[c.positions], contrast_plan=cpl), plain)  # scale 0
+    same = dict(contrast_ids=[s.ids], contrast_positions=[s.positions], contrast_plan=p)
+    assert torch.equal(run(contrast_scale=5.0, **same), plain)  # contrast == caption: the term is 0
+    far = run(contrast_ids=[c.ids], contrast_positions=[c.positions], contrast_plan=cpl, contrast_scale=50.0)
+    assert not torch.equal(far, plain)
+    with pytest.raises(ValueError, match="scales for a plan"):
+        run(contrast_scale=torch.ones(p.length + 1), **same)
+
+
+def test_contrast_mix_keeps_masks_and_adds_the_term():
+    cond = torch.tensor([[0.0, 1.0, float("-inf"), 2.0]])
+    neg = torch.tensor([[1.0, 1.0, 0.0, float("-inf")]])
+    mixed = torch.tensor([[0.5, 2.0, float("-inf"), 3.0]])
+    out = contrast_mix(mixed, cond, neg, 2.0)
+    assert torch.equal(out, torch.tensor([[-1.5, 2.0, float("-inf"), float("-inf")]]))
+    assert contrast_mix(mixed, cond, neg, 0.0) is mixed
+    assert not torch.isnan(out).any()
 
 
 def test_sliding_window_cache_keeps_memory_bounded(model, vocab):

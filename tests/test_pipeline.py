@@ -152,6 +152,34 @@ def test_guidance_later_guides_only_the_first_latent(pipe, monkeypatch):
         pipe.config = saved
 
 
+def test_motion_guidance_adds_a_still_contrast_after_the_first_latent(pipe, monkeypatch):
+    """motion_guidance: a third row (the caption with its motion standing still) in every window that
+    has latents after the first; the first latent is drawn as without it. A prompt that names no
+    motion runs as without it."""
+    kw = dict(seconds=2.0, seed=0, guidance_scale=3.0, with_audio=False, temperature=1.0)
+    rows: list[int] = []
+    prefill = pipe.lm.prefill
+    monkeypatch.setattr(pipe.lm, "prefill", lambda ids, *a, **k: rows.append(ids.shape[0]) or prefill(ids, *a, **k))
+    plain = pipe("a red circle sliding left", **kw)
+    rows.clear()
+    moved = pipe("a red circle sliding left", motion_guidance=40.0, **kw)
+    assert rows == [3, 3]  # t2v window and continuation: conditional, unconditional, standing still
+    assert torch.equal(moved.tokens["video"][:1], plain.tokens["video"][:1])
+    assert not torch.equal(moved.tokens["video"], plain.tokens["video"])
+    rows.clear()
+    still = pipe("a red circle standing still", motion_guidance=40.0, **kw)
+    assert rows == [2, 2] and torch.equal(still.tokens["video"], pipe("a red circle standing still", **kw).tokens["video"])
+    with pytest.raises(ValueError, match="motion_guidance"):
+        pipe("a red circle sliding left", motion_guidance=-1.0, **kw)
+    saved = pipe.config
+    try:
+        pipe.config = PipelineConfig(size=(32, 32), motion_guidance=2.0)
+        assert pipe.sampling_options()["motion_guidance"] == 2.0
+        assert pipe.sampling_options(motion_guidance=0.0)["motion_guidance"] == 0.0
+    finally:
+        pipe.config = saved
+
+
 def test_constant_memory_per_window(pipe):
     """2 vs 10 windows: the same largest LM sequence and KV cache, cost per latent flat."""
     def video_stats(seconds):

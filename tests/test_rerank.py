@@ -64,6 +64,28 @@ def test_one_candidate_reproduces_plain_decoding(model, vocab):
     assert info["chosen"] == 0
 
 
+def test_one_candidate_with_a_contrast_branch_reproduces_plain_decoding(model, vocab):
+    """The contrast branch is split at the head like the unconditional one: one candidate decodes the
+    same ids as one plain guided call with both branches (contrast scale 0 on the head, 50 after it)."""
+    seq, plan, useq, uplan = prompts(vocab)
+    cseq = layout.build_prefix("t2v", vocab, text=torch.tensor([3, 8, 5]))
+    cplan = layout.output_plan("t2v", vocab, video_grid=(2, 2, 3), start_pos=cseq.next_pos)
+    m = torch.cat([torch.zeros(7), torch.full((plan.length - 7,), 50.0)])
+    kw = dict(guidance_scale=2.0, temperature=1.0, contrast_scale=m)
+    plain = generate(model, [seq.ids], [seq.positions], plan, uncond_ids=[useq.ids], uncond_positions=[useq.positions],
+                     uncond_plan=uplan, contrast_ids=[cseq.ids], contrast_positions=[cseq.positions],
+                     contrast_plan=cplan, generator=torch.Generator().manual_seed(5), **kw)
+    out, _ = decode_reranked_head(model, seq.ids, seq.positions, plan, head_len=7, candidates=1,
+                                  uncond_ids=useq.ids, uncond_positions=useq.positions, uncond_plan=uplan,
+                                  contrast_ids=cseq.ids, contrast_positions=cseq.positions, contrast_plan=cplan,
+                                  generator=torch.Generator().manual_seed(5), **kw)
+    assert torch.equal(out, plain[0])
+    no_contrast = generate(model, [seq.ids], [seq.positions], plan, uncond_ids=[useq.ids],
+                           uncond_positions=[useq.positions], uncond_plan=uplan,
+                           generator=torch.Generator().manual_seed(5), guidance_scale=2.0, temperature=1.0)
+    assert torch.equal(out[:7], no_contrast[0, :7]) and not torch.equal(out, no_contrast[0])
+
+
 def test_the_best_ranked_head_is_kept_and_the_rest_follows_the_plan(model, vocab):
     seq, plan, useq, uplan = prompts(vocab)
     target = vocab.video_sub_ranges[0][0] + 9

@@ -12,7 +12,8 @@
 Prompts of different lengths are left-padded into one batch (padding is masked out as attention
 keys), so every row writes the same cache slot at each step. With guidance the conditional and
 unconditional rows run as ONE batched forward of 2B rows; their logits are mixed per step
-(classifier-free guidance, Ho & Salimans 2022). At each output index only the ids the plan allows
+(classifier-free guidance, Ho & Salimans 2022); a contrast prompt (``contrast_ids=``) adds a third
+block of B rows to the same forward and a second guidance term. At each output index only the ids the plan allows
 can be drawn; forced tokens (``<bov>``, ``<eos>``, ...) are written without sampling, and runs of
 them are fed to the model in one call. Wrap the call in ``kinema.training.autocast`` for bf16.
 """
@@ -23,7 +24,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from kinema.decode.sampling import cfg_mix, constrain, sample
+from kinema.decode.sampling import cfg_mix, constrain, contrast_mix, sample
 from kinema.errors import ResourceError
 
 __all__ = ["generate", "left_pad"]
@@ -80,6 +81,34 @@ def _plan_parts(plan: Any, n_rows: int, prefix_positions: list[torch.Tensor]) ->
     return bounds, torch.stack([p.positions for p in plans])
 
 
+def _schedule(scale: Any, n: int, name: str) -> list[float]:
+    """One float per output index from a scalar or an (n,) schedule."""
+    s = torch.as_tensor(scale, dtype=torch.float32).flatten()
+    if s.numel() == 1:
+        s = s.expand(n)
+    elif s.numel() != n:
+        raise ValueError(f"{name} has {s.numel()} scales for a plan of {n} outputs")
+    return s.tolist()
+
+
+def _branch(ids: Any, positions: Any, plan: Any, prefix_len: Sequence[int] | None, B: int, bounds: torch.Tensor,
+            V: int, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, list[int]]:
+    """A guidance branch's prompts (one, or one per row), output positions (B, N, 3) and prefix lengths;
+    its plan must lay out the same ids per step as the conditional one."""
+    b_ids = _as_list(ids, f"{name} ids")
+    b_pos = [torch.arange(v.numel()) for v in b_ids] if positions is None else _as_list(positions, f"{name} positions")
+    if len(b_ids) == 1 and B > 1:
+        b_ids, b_pos = b_ids * B, b_pos * B
+    if len(b_ids) != B:
+        raise ValueError(f"got {len(b_ids)} {name} prompts for {B} prompts")
+    b_bounds, b_out_pos = _plan_parts(plan, B, b_pos)
+    b_bounds[:, 1] = torch.where(b_bounds[:, 1] < 0, V, b_bounds[:, 1])
+    if not torch.equal(b_bounds, bounds):
+        raise ValueError(f"the {name} plan must have the same output layout as the conditional one")
+    plens = list(prefix_len) if prefix_len is not None else [int(v.numel()) for v in b_ids]
+    return b_ids, b_pos, b_out_pos, plens
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -94,6 +123,11 @@ def generate(
     uncond_prefix_len: Sequence[int] | None = None,
     guidance_scale: float | Sequence[float] | torch.Tensor = 1.0,  # one scale, or one per output index (N,)
     guidance_plausibility: float = 0.0,
+    contrast_ids: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    contrast_positions: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    contrast_plan: Any = None,
+    contrast_prefix_len: Sequence[int] | None = None,
+    contrast_scale: float | Sequence[float] | torch.Tensor = 0.0,  # one scale, or one per output index (N,)
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -108,6 +142,9 @@ def generate(
     one scale per output index (scale 1 there: the conditional logits alone).
     ``guidance_plausibility`` (with guidance) keeps only ids whose conditional probability is at
     least that fraction of the best id's (see ``cfg_mix``).
+    ``contrast_*`` is a second guidance branch, a contrasting prompt (e.g. the caption with its
+    motion replaced by "standing still"): ``contrast_scale * (cond - contrast)`` is added to the
+    guided logits at each output index (``contrast_mix``); scale 0 everywhere skips the branch.
     ``max_cache_len`` bounds the KV cache: when it fills, the prompt slots are kept and the oldest
     generated slots dropped (sliding window), so memory stays constant for long outputs. The model
     must provide ``new_cache``, ``prefill``, ``decode_step`` and ``cfg.vocab_size`` (see
@@ -134,28 +171,22 @@ def generate(
     plens = list(prefix_len) if prefix_len is not None else [int(v.numel()) for v in ids_l]
 
     N = bounds.shape[0]
-    scales = torch.as_tensor(guidance_scale, dtype=torch.float32).flatten()
-    if scales.numel() == 1:
-        scales = scales.expand(N)
-    elif scales.numel() != N:
-        raise ValueError(f"guidance_scale has {scales.numel()} scales for a plan of {N} outputs")
-    scale_at = scales.tolist()
+    scale_at = _schedule(guidance_scale, N, "guidance_scale")
     use_cfg = uncond_ids is not None and (any(v != 1.0 for v in scale_at) or return_scores)
-    if use_cfg:
-        u_ids = _as_list(uncond_ids, "uncond_ids")
-        u_pos = ([torch.arange(v.numel()) for v in u_ids] if uncond_positions is None
-                 else _as_list(uncond_positions, "uncond_positions"))
-        if len(u_ids) == 1 and B > 1:
-            u_ids, u_pos = u_ids * B, u_pos * B
-        if len(u_ids) != B:
-            raise ValueError(f"got {len(u_ids)} unconditional prompts for {B} prompts")
-        u_bounds, u_out_pos = _plan_parts(uncond_plan if uncond_plan is not None else plan, B, u_pos)
-        u_bounds[:, 1] = torch.where(u_bounds[:, 1] < 0, V, u_bounds[:, 1])
-        if not torch.equal(u_bounds, bounds):
-            raise ValueError("the unconditional plan must have the same output layout as the conditional one")
-        ids_l, pos_l = ids_l + u_ids, pos_l + u_pos
-        plens += list(uncond_prefix_len) if uncond_prefix_len is not None else [int(v.numel()) for v in u_ids]
-        out_pos = torch.cat([out_pos, u_out_pos])
+    contrast_at = _schedule(contrast_scale, N, "contrast_scale")
+    use_contrast = contrast_ids is not None and any(v != 0.0 for v in contrast_at)
+    branches = 1  # rows come in blocks of B: conditional, [unconditional], [contrast]
+    for used, b_ids, b_pos, b_plan, b_plen, name in (
+            (use_cfg, uncond_ids, uncond_positions, uncond_plan, uncond_prefix_len, "unconditional"),
+            (use_contrast, contrast_ids, contrast_positions, contrast_plan, contrast_prefix_len, "contrast")):
+        if not used:
+            continue
+        r_ids, r_pos, r_out_pos, r_plens = _branch(b_ids, b_pos, b_plan if b_plan is not None else plan, b_plen,
+                                                   B, bounds, V, name)
+        ids_l, pos_l, plens = ids_l + r_ids, pos_l + r_pos, plens + r_plens
+        out_pos = torch.cat([out_pos, r_out_pos])
+        branches += 1
+    c0 = B * (2 if use_cfg else 1)  # first contrast row
 
     ids, pos, valid = left_pad(ids_l, pos_l)
     R, L = ids.shape
@@ -188,14 +219,17 @@ def generate(
             if lo[i] > 0 or hi[i] < V:
                 step = constrain(step, lo[i], hi[i])
             raw = step
-            if use_cfg:
-                step = cfg_mix(step[:B], step[B:], scale_at[i], guidance_plausibility)  # (B, V)
+            if use_cfg or use_contrast:
+                mixed = cfg_mix(step[:B], step[B:2 * B], scale_at[i], guidance_plausibility) if use_cfg else step[:B]
+                if use_contrast:
+                    mixed = contrast_mix(mixed, step[:B], step[c0:c0 + B], contrast_at[i])
+                step = mixed  # (B, V)
             out[:, i] = sample(step, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             if scores is not None:
-                lp = raw.log_softmax(-1).gather(1, out[:, i].repeat(2 if use_cfg else 1).view(-1, 1)).view(-1)
+                lp = raw.log_softmax(-1).gather(1, out[:, i].repeat(branches).view(-1, 1)).view(-1)
                 scores["cond"][:, i] = lp[:B]
                 if use_cfg:
-                    scores["uncond"][:, i] = lp[B:]
+                    scores["uncond"][:, i] = lp[B:2 * B]
             j = i + 1
         bar.update(j - i)
         if j < N:  # feed tokens i..j-1 to get the logits for index j
@@ -205,7 +239,7 @@ def generate(
                 if keep_last < 0:
                     raise ResourceError(f"max_cache_len {cache.max_len} cannot hold the prompt plus {n} forced tokens")
                 cache.trim(L, keep_last)
-            fed = out[:, i:j].repeat(2, 1) if use_cfg else out[:, i:j]
+            fed = out[:, i:j].repeat(branches, 1)
             logits = model.decode_step(fed, out_pos[:, i:j], cache)[:, -1]
         i = j
     bar.close()

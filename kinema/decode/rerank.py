@@ -49,12 +49,13 @@ def caption_rank(scorer: Any, text: list[int], to_codes: Callable[[torch.Tensor]
 def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor, plan: Any, *,
                          head_len: int, candidates: int, rank: Rank = pmi, uncond_ids: torch.Tensor | None = None,
                          uncond_positions: torch.Tensor | None = None, uncond_plan: Any = None,
-                         **gen_kw: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+                         contrast_ids: torch.Tensor | None = None, contrast_positions: torch.Tensor | None = None,
+                         contrast_plan: Any = None, **gen_kw: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     """Decode ``plan`` after one prompt ``ids`` (L,) / ``positions`` (L, 3): its first ``head_len``
     outputs the best of ``candidates`` by ``rank``, the rest after the chosen head. ``uncond_*`` (the
-    prompt without its condition) are guidance's unconditional branch. ``gen_kw`` go to
-    :func:`generate` (guidance, temperature, generator, ...). Returns the output ids (N,) and
-    ``{"rank": [K floats], "chosen": k}``.
+    prompt without its condition) are guidance's unconditional branch, ``contrast_*`` its contrast
+    branch (:func:`generate`). ``gen_kw`` go to :func:`generate` (guidance, temperature, generator,
+    ...). Returns the output ids (N,) and ``{"rank": [K floats], "chosen": k}``.
     """
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}")
@@ -62,23 +63,26 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
         raise ValueError(f"head_len {head_len} must be inside the plan's {plan.length} outputs")
     progress = gen_kw.pop("progress", False)
     head, tail = plan.split(head_len)
-    scale = torch.as_tensor(gen_kw.pop("guidance_scale", 1.0), dtype=torch.float32).flatten()
-    head_scale, tail_scale = (scale, scale) if scale.numel() == 1 else (scale[:head_len], scale[head_len:])
+    head_kw, tail_kw = {}, {}  # per-index schedules cut at the head
+    for name, default in (("guidance_scale", 1.0), ("contrast_scale", 0.0)):
+        scale = torch.as_tensor(gen_kw.pop(name, default), dtype=torch.float32).flatten()
+        head_kw[name], tail_kw[name] = (scale, scale) if scale.numel() == 1 else (scale[:head_len], scale[head_len:])
     K = int(candidates)
-    u_kw: dict[str, Any] = {}
-    if uncond_ids is not None:
-        u_head, u_tail = (uncond_plan if uncond_plan is not None else plan).split(head_len)
-        u_kw = dict(uncond_ids=[uncond_ids] * K, uncond_positions=[uncond_positions] * K, uncond_plan=[u_head] * K)
+    branches = {b: (i, p, pl if pl is not None else plan) for b, i, p, pl in
+                (("uncond", uncond_ids, uncond_positions, uncond_plan),
+                 ("contrast", contrast_ids, contrast_positions, contrast_plan)) if i is not None}
+    for b, (b_ids, b_pos, b_plan) in branches.items():
+        head_kw.update({f"{b}_ids": [b_ids] * K, f"{b}_positions": [b_pos] * K, f"{b}_plan": [b_plan.split(head_len)[0]] * K})
     heads, scores = generate(model, [ids] * K, [positions] * K, [head] * K, return_scores=True,
-                             progress=progress, guidance_scale=head_scale, **u_kw, **gen_kw)
+                             progress=progress, **head_kw, **gen_kw)
     ranks = rank(heads, scores).view(-1)  # (K,)
     k = int(ranks.argmax())
     chosen = heads[k].to(ids.device)
-    if uncond_ids is not None:
-        u_kw = dict(uncond_ids=[torch.cat([uncond_ids, chosen])],
-                    uncond_positions=[torch.cat([uncond_positions, u_head.positions.to(positions.device)])],
-                    uncond_plan=[u_tail], uncond_prefix_len=[int(uncond_ids.numel())])
+    for b, (b_ids, b_pos, b_plan) in branches.items():
+        b_head, b_tail = b_plan.split(head_len)
+        tail_kw.update({f"{b}_ids": [torch.cat([b_ids, chosen])],
+                        f"{b}_positions": [torch.cat([b_pos, b_head.positions.to(positions.device)])],
+                        f"{b}_plan": [b_tail], f"{b}_prefix_len": [int(b_ids.numel())]})
     rest = generate(model, [torch.cat([ids, chosen])], [torch.cat([positions, head.positions.to(positions.device)])],
-                    [tail], prefix_len=[int(ids.numel())], progress=progress, guidance_scale=tail_scale,
-                    **u_kw, **gen_kw)
+                    [tail], prefix_len=[int(ids.numel())], progress=progress, **tail_kw, **gen_kw)
     return torch.cat([chosen, rest[0]]), {"rank": [round(float(v), 4) for v in ranks], "chosen": k}

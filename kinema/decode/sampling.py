@@ -3,7 +3,9 @@
 Nothing here knows about the network. Every random draw takes an explicit ``torch.Generator`` so
 the same seed gives the same tokens. Top-p is nucleus sampling (Holtzman et al., 2020,
 arXiv:1904.09751); guidance mixing is classifier-free guidance (Ho & Salimans, 2022,
-arXiv:2207.12598) applied to logits as in autoregressive image models (e.g. Parti, Yu et al., 2022).
+arXiv:2207.12598) applied to logits as in autoregressive image models (e.g. Parti, Yu et al., 2022);
+a second, contrastive guidance term is summed onto it as composable diffusion sums the terms of
+several conditions (Liu et al., 2022, arXiv:2206.01714).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["cfg_mix", "constrain", "apply_temperature", "top_k_filter", "top_p_filter", "sample"]
+__all__ = ["cfg_mix", "contrast_mix", "constrain", "apply_temperature", "top_k_filter", "top_p_filter", "sample"]
 
 NEG_INF = float("-inf")
 
@@ -35,6 +37,17 @@ def cfg_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float, plausibility
         logp = cond.float().log_softmax(-1)
         masked |= logp < logp.max(-1, keepdim=True).values + math.log(plausibility)
     return mixed.masked_fill(masked, NEG_INF)
+
+
+def contrast_mix(mixed: torch.Tensor, cond: torch.Tensor, negative: torch.Tensor, scale: float) -> torch.Tensor:
+    """``mixed + scale * (cond - negative)``: push the guided logits further away from a second,
+    contrasting prompt (e.g. the caption with its motion phrases replaced by "standing still", so the
+    term carries only what the caption says about motion). Scale 0 returns ``mixed`` unchanged; ids
+    masked (-inf) in any input stay masked, never NaN."""
+    if scale == 0.0:
+        return mixed
+    masked = torch.isneginf(mixed) | torch.isneginf(cond) | torch.isneginf(negative)
+    return (mixed + scale * (cond - negative)).masked_fill(masked, NEG_INF)
 
 
 def constrain(logits: torch.Tensor, lo: int | torch.Tensor, hi: int | torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,38 @@
+"""The contrast prompt of motion guidance: the caption with its motion said to be standing still.
+
+Classifier-free guidance (Ho & Salimans, 2022) pushes the LM away from its caption-less prediction,
+which amplifies everything the caption says at once: colours, shapes, count and motion. Motion
+guidance adds a second term (``kinema.decode.sampling.contrast_mix``, summed as in composable
+diffusion, Liu et al., 2022, arXiv:2206.01714) that pushes away from the prediction for the same
+caption with every motion phrase replaced by "standing still". The two captions agree on what is
+in the scene, so their difference carries only how it moves: a negative prompt (the practice of
+text-to-image samplers) made from the caption itself, in the synthetic world's own words, so the
+LM has seen both sides in training.
+
+    still_caption("a small red circle sliding left on a black background")
+    # -> "a small red circle standing still on a black background"
+    still_caption("a red square standing still on a white background")   # -> None: nothing moves
+"""
+from __future__ import annotations
+
+import re
+
+from kinema.data.synthetic import MOTIONS
+
+__all__ = ["MOTION_PHRASES", "still_caption"]
+
+STILL = "standing still"
+# the synthetic world's motions as its captions say them, and the same directions said with "moving"
+MOTION_PHRASES: tuple[str, ...] = tuple(m for m in MOTIONS if m != "static") + tuple(
+    f"moving {d}" for d in ("left", "right", "up", "down"))
+_PATTERN = re.compile(r"\b(" + "|".join(sorted((re.escape(p) for p in MOTION_PHRASES), key=len, reverse=True)) + r")\b",
+                      re.IGNORECASE)
+
+
+def still_caption(caption: str) -> str | None:
+    """``caption`` with every motion phrase replaced by "standing still"; None when it names no motion
+    (the contrast would equal the caption, and its guidance term would be zero)."""
+    if not isinstance(caption, str):
+        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
+    still, n = _PATTERN.subn(STILL, caption)
+    return still if n else None
