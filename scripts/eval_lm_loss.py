@@ -24,6 +24,10 @@ Both also split the text-to-video loss of frames 1.. between the tokens whose co
 same place one latent frame earlier (where things move; ``t2v_changed``) and the rest, and
 ``--caption-gain`` gives the caption's worth on each (``caption_gain_changed``): how much the caption
 tells the LM about the motion, the part of the clip that guidance on the later latents amplifies.
+``--motion-gain`` scores the clips whose caption names a motion once more with every motion phrase
+made "standing still" (the contrast prompt of ``motion_guidance``, kinema.decode.motion_contrast) and
+reports that loss minus the captioned one (``motion_gain``): what the caption's verbs are worth to
+the LM, per latent frame and on the changed / unchanged tokens, the gap motion guidance amplifies.
 ``t2v_copy`` compares how often a token repeats the previous latent frame's id in the clips (``data``)
 with the probability the LM gives that repeat (``model``): a calibration check of "stay put".
 """
@@ -33,12 +37,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinema.errors import KinemaError  # noqa: E402
+from kinema.lm import layout  # noqa: E402
 from kinema.lm.model import KinemaLM  # noqa: E402
 from kinema.lm.shards import TokenShards  # noqa: E402
 from kinema.lm.token_data import TokenShardDataset, collate, lm_loss, vocab_from_meta  # noqa: E402
@@ -62,20 +68,27 @@ def task_loss(lm: KinemaLM, shards: TokenShards, vocab: Vocab, task: str, clips:
 
 
 @torch.no_grad()
-def t2v_token_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, max_text_tokens: int = 48,
-                     drop_text: bool = False) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def t2v_token_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int | list[int], max_text_tokens: int = 48,
+                     drop_text: bool = False, text_map: Callable[[list[int]], list[int]] | None = None
+                     ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per clip, the text-to-video loss of every video token as (frames, tokens per frame), the
     token ids in the same shape, and for frames 1.. the probability the LM gives the id at the same
     place one latent frame earlier (frames - 1, tokens per frame); same clips and layout as
-    :func:`task_loss`; ``drop_text`` scores them with the caption left out."""
+    :func:`task_loss`; ``drop_text`` scores them with the caption left out, ``text_map`` with the
+    caption's ids replaced by ``text_map(ids)``. ``clips``: the first N samples, or a list of indices."""
     from kinema.training import autocast
 
     ds = TokenShardDataset(shards, vocab, tasks={"t2v": 1.0}, drop_text_prob=1.0 if drop_text else 0.0,
                            max_text_tokens=max_text_tokens)
     lo, hi = vocab.video_range
     out = []
-    for i in tqdm(range(min(clips, len(ds))), desc="t2v by frame", unit="clip", leave=False):
+    idx = list(range(min(clips, len(ds)))) if isinstance(clips, int) else clips
+    for i in tqdm(idx, desc="t2v by frame", unit="clip", leave=False):
         s = ds[i]
+        if text_map is not None:
+            video = torch.from_numpy(shards[i].arrays["video"])[: ds.plan(i).frames]
+            s = layout.build("t2v", vocab, text=text_map(shards.text(i))[:max_text_tokens], video_codes=video,
+                             max_text_tokens=max_text_tokens)
         with autocast("cpu", enabled=True):
             logits = lm(s.ids[None], s.positions[None], prefix_len=torch.tensor([s.prefix_len])).logits[0, :-1]
         target = s.ids[1:]
@@ -137,6 +150,30 @@ def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int
     return frame_losses(t2v_token_losses(lm, shards, vocab, clips, max_text_tokens, drop_text))
 
 
+def motion_gain(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, cond: list,
+                text_dir: str | None = None) -> dict[str, Any]:
+    """What the caption's motion phrases are worth to the LM: the text-to-video loss with the caption
+    made still (every motion phrase -> "standing still", :func:`kinema.decode.motion_contrast.still_caption`,
+    the contrast prompt of motion guidance) minus the loss with the caption itself, per latent frame
+    and on frames 1..'s changed / unchanged tokens, over the clips whose caption names a motion
+    (``cond``: :func:`t2v_token_losses` of the first ``clips`` clips). Motion guidance can only
+    amplify this gap. ``text_dir``: the text tokenizer (default: the embedded one)."""
+    from kinema.decode.motion_contrast import still_caption
+    from kinema.tokenizers.text import TextTokenizer
+
+    tt = TextTokenizer.from_pretrained(text_dir)
+    if tt.vocab_size != vocab.text_size:
+        raise ValueError(f"text tokenizer has {tt.vocab_size} ids but the LM's vocabulary has {vocab.text_size}")
+    moving = [i for i in range(len(cond)) if still_caption(tt.decode(shards.text(i))) is not None]
+    if not moving:
+        return {"clips": 0}
+    still = t2v_token_losses(lm, shards, vocab, moving, text_map=lambda ids: tt.encode(still_caption(tt.decode(ids))))
+    mine = [cond[i] for i in moving]
+    s, c = changed_losses(still), changed_losses(mine)
+    return {"clips": len(moving), "by_frame": [a - b for a, b in zip(frame_losses(still), frame_losses(mine))],
+            "changed": s["changed"] - c["changed"], "unchanged": s["unchanged"] - c["unchanged"]}
+
+
 def _rounded(v):
     if isinstance(v, float):
         return round(v, 4)
@@ -155,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["t2v", "continue", "v2a"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--by-frame", action="store_true", help="also the t2v loss of each latent video frame")
+    ap.add_argument("--motion-gain", action="store_true",
+                    help="also the loss with the caption's motion phrases made 'standing still' minus the loss with "
+                         "the caption (what motion guidance amplifies)")
+    ap.add_argument("--text-tokenizer", default=None, help="with --motion-gain: text tokenizer directory "
+                    "(default: the embedded one)")
     ap.add_argument("--caption-gain", action="store_true",
                     help="also, per latent frame, the t2v loss without the caption minus the loss with it")
     args = ap.parse_args(argv)
@@ -178,7 +220,7 @@ def run(args) -> int:
             raise ValueError(f"{m}: its vocabulary ({vocab.to_dict()}) is not the one {args.shards} was "
                              f"extracted with ({vocab_from_meta(shards.meta).to_dict()})")
         row = {t: task_loss(lm, shards, vocab, t, args.clips) for t in args.tasks}
-        if args.by_frame or args.caption_gain:
+        if args.by_frame or args.caption_gain or args.motion_gain:
             cond = t2v_token_losses(lm, shards, vocab, args.clips)
             row["t2v_by_frame"] = frame_losses(cond)
             row["t2v_changed"] = changed_losses(cond)
@@ -188,6 +230,8 @@ def run(args) -> int:
             row["caption_gain_by_frame"] = [u - c for u, c in zip(frame_losses(uncond), row["t2v_by_frame"])]
             u, c = changed_losses(uncond), row["t2v_changed"]
             row["caption_gain_changed"] = {k: u[k] - c[k] for k in ("changed", "unchanged")}
+        if args.motion_gain:
+            row["motion_gain"] = motion_gain(lm, shards, vocab, args.clips, cond, args.text_tokenizer)
         result["loss"][m] = row
         print(m, {t: _rounded(v) for t, v in row.items()}, flush=True)
     print(json.dumps(result))

@@ -108,3 +108,41 @@ def test_copy_rate_compares_the_lms_stay_put_probability_with_the_clips(tmp_path
         assert float(p_copy[f - 1, j]) == pytest.approx(float(want), rel=2e-2)
     rates = ev.copy_rates([(ce, tok, p_copy)])
     assert 0 < rates["model"] < 1 and 0 <= rates["data"] <= 1
+
+
+def test_motion_gain_is_the_still_captions_loss_minus_the_captions(tmp_path, monkeypatch):
+    """``text_map`` rescoring with the caption's own ids reproduces the plain scores; motion_gain is
+    the loss with the still caption minus the loss with the caption, over the clips that move."""
+    from kinema.lm.shards import TokenShards
+    import kinema.tokenizers.text as text_mod
+
+    lm, vocab = _untrained_lm_and_shards(tmp_path, 3)
+    shards = TokenShards(tmp_path / "shards")
+    plain = ev.t2v_token_losses(lm, shards, vocab, clips=3)
+    same = ev.t2v_token_losses(lm, shards, vocab, clips=[0, 1, 2], text_map=lambda ids: list(ids))
+    assert all(torch.allclose(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, same))
+
+    words = ["a", "red", "circle", "sliding", "left", "standing", "still"]
+
+    class WordTokenizer:  # a word-level stand-in for the sentencepiece model, in the LM's text range
+        vocab_size = vocab.text_size
+
+        @staticmethod
+        def from_pretrained(_):
+            return WordTokenizer()
+
+        def decode(self, ids):  # clip 1's caption names no motion, the others slide
+            return "a red circle standing still" if list(ids) == list(shards.text(1)) else "a red circle sliding left"
+
+        def encode(self, text):
+            return [words.index(w) for w in text.split()]
+
+    monkeypatch.setattr(text_mod, "TextTokenizer", WordTokenizer)
+    got = ev.motion_gain(lm, shards, vocab, 3, plain)
+    assert got["clips"] == 2
+    still = ev.t2v_token_losses(lm, shards, vocab, clips=[0, 2], text_map=lambda ids: [0, 1, 2, 5, 6])
+    want = [a - b for a, b in zip(ev.frame_losses(still), ev.frame_losses([plain[0], plain[2]]))]
+    assert got["by_frame"] == pytest.approx(want)
+    s, c = ev.changed_losses(still), ev.changed_losses([plain[0], plain[2]])
+    assert got["changed"] == pytest.approx(s["changed"] - c["changed"])
+    assert any(abs(v) > 1e-4 for v in got["by_frame"])  # the LM reads its text: another caption scores otherwise
