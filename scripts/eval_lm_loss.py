@@ -28,6 +28,8 @@ tells the LM about the motion, the part of the clip that guidance on the later l
 made "standing still" (the contrast prompt of ``motion_guidance``, kinema.decode.motion_contrast) and
 reports that loss minus the captioned one (``motion_gain``): what the caption's verbs are worth to
 the LM, per latent frame and on the changed / unchanged tokens, the gap motion guidance amplifies.
+It also reports ``direction_gain``, the same with every slide reversed (left <-> right, up <-> down)
+instead: whether the LM knows which way things go, not only that they move.
 ``t2v_copy`` compares how often a token repeats the previous latent frame's id in the clips (``data``)
 with the probability the LM gives that repeat (``model``): a calibration check of "stay put".
 """
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -150,24 +153,37 @@ def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int
     return frame_losses(t2v_token_losses(lm, shards, vocab, clips, max_text_tokens, drop_text))
 
 
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def reversed_caption(caption: str) -> str | None:
+    """The caption with every slide going the other way (left <-> right, up <-> down); None without one."""
+    out, n = re.subn(r"\bsliding (left|right|up|down)\b", lambda m: f"sliding {_OPPOSITE[m.group(1)]}", caption)
+    return out if n else None
+
+
 def motion_gain(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, cond: list,
-                text_dir: str | None = None) -> dict[str, Any]:
+                text_dir: str | None = None, transform: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """What the caption's motion phrases are worth to the LM: the text-to-video loss with the caption
     made still (every motion phrase -> "standing still", :func:`kinema.decode.motion_contrast.still_caption`,
     the contrast prompt of motion guidance) minus the loss with the caption itself, per latent frame
     and on frames 1..'s changed / unchanged tokens, over the clips whose caption names a motion
     (``cond``: :func:`t2v_token_losses` of the first ``clips`` clips). Motion guidance can only
-    amplify this gap. ``text_dir``: the text tokenizer (default: the embedded one)."""
+    amplify this gap. ``text_dir``: the text tokenizer (default: the embedded one). ``transform``:
+    another caption edit in place of ``still_caption`` (e.g. :func:`reversed_caption`, whose gap
+    says whether the LM knows which way a slide goes, not only that something moves)."""
     from kinema.decode.motion_contrast import still_caption
     from kinema.tokenizers.text import TextTokenizer
+
+    edit = transform or still_caption
 
     tt = TextTokenizer.from_pretrained(text_dir)
     if tt.vocab_size != vocab.text_size:
         raise ValueError(f"text tokenizer has {tt.vocab_size} ids but the LM's vocabulary has {vocab.text_size}")
-    moving = [i for i in range(len(cond)) if still_caption(tt.decode(shards.text(i))) is not None]
+    moving = [i for i in range(len(cond)) if edit(tt.decode(shards.text(i))) is not None]
     if not moving:
         return {"clips": 0}
-    still = t2v_token_losses(lm, shards, vocab, moving, text_map=lambda ids: tt.encode(still_caption(tt.decode(ids))))
+    still = t2v_token_losses(lm, shards, vocab, moving, text_map=lambda ids: tt.encode(edit(tt.decode(ids))))
     mine = [cond[i] for i in moving]
     s, c = changed_losses(still), changed_losses(mine)
     return {"clips": len(moving), "by_frame": [a - b for a, b in zip(frame_losses(still), frame_losses(mine))],
@@ -232,6 +248,8 @@ def run(args) -> int:
             row["caption_gain_changed"] = {k: u[k] - c[k] for k in ("changed", "unchanged")}
         if args.motion_gain:
             row["motion_gain"] = motion_gain(lm, shards, vocab, args.clips, cond, args.text_tokenizer)
+            row["direction_gain"] = motion_gain(lm, shards, vocab, args.clips, cond, args.text_tokenizer,
+                                                transform=reversed_caption)
         result["loss"][m] = row
         print(m, {t: _rounded(v) for t, v in row.items()}, flush=True)
     print(json.dumps(result))
