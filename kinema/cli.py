@@ -85,6 +85,9 @@ def _guidance_options(p) -> None:
                    help="on the latents --guidance-later covers, also guide away from the caption with its motion "
                         "replaced by 'standing still', so the caption's motion is amplified (0: off; default: "
                         "pipeline.json)")
+    p.add_argument("--motion-contrast", choices=("still", "reversed"), default=None,
+                   help="motion guidance's contrast: the caption with its motion standing still, or with every "
+                        "slide reversed (direction alone) (default: pipeline.json)")
 
 
 def _gen_options(p, seconds: float | None) -> None:
@@ -115,7 +118,7 @@ def _pipeline(args):
 def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
                guidance_plausibility=args.guidance_plausibility, guidance_later=args.guidance_later,
-               motion_guidance=args.motion_guidance,
+               motion_guidance=args.motion_guidance, motion_contrast=args.motion_contrast,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
                refine=args.refine, candidates=args.candidates, **kw)
@@ -239,12 +242,13 @@ def _run_eval(args) -> int:
         return pipe(prompt, image=image, seconds=seconds, seed=seed, temperature=args.temperature, top_k=args.top_k,
                     guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
                     guidance_later=args.guidance_later, motion_guidance=args.motion_guidance,
-                    backend=args.backend, refine=args.refine,
+                    motion_contrast=args.motion_contrast, backend=args.backend, refine=args.refine,
                     candidates=args.candidates)
 
     settings = {"backend": args.backend, "first_frame": args.first_frame, **pipe.sampling_options(
         guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
-        guidance_later=args.guidance_later, motion_guidance=args.motion_guidance, temperature=args.temperature,
+        guidance_later=args.guidance_later, motion_guidance=args.motion_guidance,
+        motion_contrast=args.motion_contrast, temperature=args.temperature,
         top_k=args.top_k, refine=args.refine,
         candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,

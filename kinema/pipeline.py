@@ -27,7 +27,8 @@ Documented behaviour:
 - ``motion_guidance=M`` (default: ``PipelineConfig.motion_guidance``, 0 = off) adds a second guidance
   term on the latents ``guidance_later`` covers: away from the same caption with its motion phrases
   replaced by "standing still" (kinema.decode.motion_contrast), so what it amplifies is how things
-  move. A prompt that names no motion leaves it off. It adds a third row to every such window's
+  move; ``motion_contrast="reversed"`` contrasts with every slide turned around instead (direction
+  alone). A prompt that names no motion (no slide, for "reversed") leaves it off. It adds a third row to every such window's
   batched forward.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 
 from kinema.decode.continuation import LatentStream, latents_for_frames, window_schedule
 from kinema.decode.generate import generate
-from kinema.decode.motion_contrast import still_caption
+from kinema.decode.motion_contrast import CONTRASTS, contrast_caption
 from kinema.errors import ResourceError
 from kinema.lm import layout
 from kinema.lm.model import KinemaLM
@@ -116,7 +117,8 @@ class Pipeline:
     # ------------------------------------------------------------------ the call
     def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
                          guidance_later: float | None = None, motion_guidance: float | None = None,
-                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                         motion_contrast: str | None = None, temperature: float | None = None,
+                         top_k: int | None = None, top_p: float | None = None,
                          refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
@@ -131,6 +133,7 @@ class Pipeline:
                     guidance_later=float(pick(guidance_later, guidance_scale if guidance_scale is not None
                                               else pick(c.guidance_later, c.guidance_scale))),
                     motion_guidance=float(pick(motion_guidance, c.motion_guidance)),
+                    motion_contrast=str(pick(motion_contrast, c.motion_contrast)),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
                     top_p=float(pick(top_p, c.top_p)),
                     refine=bool(pick(refine, c.refine and self.diffusion_decoder is not None)),
@@ -143,13 +146,15 @@ class Pipeline:
             raise ValueError(f"guidance_plausibility must be in [0, 1), got {opts['guidance_plausibility']}")
         if not (math.isfinite(opts["motion_guidance"]) and opts["motion_guidance"] >= 0.0):
             raise ValueError(f"motion_guidance must be a finite number >= 0, got {opts['motion_guidance']}")
+        if opts["motion_contrast"] not in CONTRASTS:
+            raise ValueError(f"motion_contrast must be one of {', '.join(CONTRASTS)}, got {opts['motion_contrast']!r}")
         return opts
 
     def __call__(self, prompt: str | None = None, *, image: Any = None, video: Any = None, video_after: Any = None,
                  audio: Any = None, task: str | None = None, seconds: float | None = None, fps: float | None = None,
                  size: tuple[int, int] | None = None, guidance_scale: float | None = None,
                  guidance_plausibility: float | None = None, guidance_later: float | None = None,
-                 motion_guidance: float | None = None,
+                 motion_guidance: float | None = None, motion_contrast: str | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
                  with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
@@ -161,12 +166,13 @@ class Pipeline:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
                                      guidance_later=guidance_later, motion_guidance=motion_guidance,
-                                     temperature=temperature, top_k=top_k, top_p=top_p, refine=refine,
-                                     candidates=candidates)
+                                     motion_contrast=motion_contrast, temperature=temperature, top_k=top_k,
+                                     top_p=top_p, refine=refine, candidates=candidates)
         refine = opts.pop("refine")
         self._candidates = opts.pop("candidates")
         self._guidance_later = opts.pop("guidance_later")
         self._motion_guidance = opts.pop("motion_guidance")
+        contrast = opts.pop("motion_contrast")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
         if refine and self.diffusion_decoder.cfg.upsample != 1:
@@ -188,7 +194,7 @@ class Pipeline:
         self._opts = dict(opts, generator=generator)
         self._text = self.tt.encode(prompt) if prompt else None
         self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
-        still = still_caption(prompt) if prompt and self._motion_guidance > 0 else None
+        still = contrast_caption(prompt, contrast) if prompt and self._motion_guidance > 0 else None
         self._still = self.tt.encode(still) if still else None  # motion guidance's contrast prompt
         self._stats: list[dict[str, Any]] = []
         self._starts: list[int] = []  # frame index where each generated window begins in the output

@@ -53,6 +53,7 @@ class PipelineConfig:
     # guidance_scale then covers the first latent and the sound
     motion_guidance: float = 0.0  # scale of the contrast with the caption's objects standing still, on the latents
     # guidance_later covers (kinema.decode.motion_contrast); 0: off
+    motion_contrast: str = "still"  # the contrast prompt: "still" (motion -> standing still) or "reversed" (slides)
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from kinema.decode.motion_contrast import reversed_caption  # noqa: E402
 from kinema.errors import KinemaError  # noqa: E402
 from kinema.lm import layout  # noqa: E402
 from kinema.lm.model import KinemaLM  # noqa: E402
@@ -153,15 +153,6 @@ def t2v_frame_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int
     return frame_losses(t2v_token_losses(lm, shards, vocab, clips, max_text_tokens, drop_text))
 
 
-_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-
-
-def reversed_caption(caption: str) -> str | None:
-    """The caption with every slide going the other way (left <-> right, up <-> down); None without one."""
-    out, n = re.subn(r"\bsliding (left|right|up|down)\b", lambda m: f"sliding {_OPPOSITE[m.group(1)]}", caption)
-    return out if n else None
-
-
 def motion_gain(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, cond: list,
                 text_dir: str | None = None, transform: Callable[[str], str | None] | None = None) -> dict[str, Any]:
     """What the caption's motion phrases are worth to the LM: the text-to-video loss with the caption
@@ -170,7 +161,7 @@ def motion_gain(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, con
     and on frames 1..'s changed / unchanged tokens, over the clips whose caption names a motion
     (``cond``: :func:`t2v_token_losses` of the first ``clips`` clips). Motion guidance can only
     amplify this gap. ``text_dir``: the text tokenizer (default: the embedded one). ``transform``:
-    another caption edit in place of ``still_caption`` (e.g. :func:`reversed_caption`, whose gap
+    another caption edit in place of ``still_caption`` (e.g. ``reversed_caption``, whose gap
     says whether the LM knows which way a slide goes, not only that something moves)."""
     from kinema.decode.motion_contrast import still_caption
     from kinema.tokenizers.text import TextTokenizer

@@ -132,7 +132,7 @@ def test_eval_passes_sampling_options_and_records_them(model_dir, tmp_path, monk
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert summary["settings"]["guidance_scale"] == 2.5 and summary["settings"]["top_k"] == 40
     assert summary["settings"]["guidance_plausibility"] == 0.05 and summary["settings"]["guidance_later"] == 1.5
-    assert summary["settings"]["motion_guidance"] == 2.0
+    assert summary["settings"]["motion_guidance"] == 2.0 and summary["settings"]["motion_contrast"] == "still"
     assert summary["settings"]["temperature"] == Pipeline.from_pretrained(model_dir).config.temperature
     assert "guidance_scale" in (out / "report.html").read_text()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kinema.data.heldout import heldout_captions
-from kinema.decode.motion_contrast import still_caption
+from kinema.decode.motion_contrast import contrast_caption, reversed_caption, still_caption
 
 
 def test_every_motion_phrase_becomes_standing_still():
@@ -30,3 +30,14 @@ def test_the_held_out_captions_that_move_all_get_a_contrast():
     moving = [c for c in caps if any(m in c for m in ("bouncing", "falling", "sliding"))]
     assert moving and all(still_caption(c) is not None for c in moving)
     assert all(not any(m in still_caption(c) for m in ("bouncing", "falling", "sliding")) for c in moving)
+
+
+def test_reversed_caption_turns_every_slide_around():
+    cap = "a red circle sliding left, a blue square sliding up and a cyan circle falling on a black background"
+    assert reversed_caption(cap) == ("a red circle sliding right, a blue square sliding down and a cyan circle "
+                                     "falling on a black background")
+    assert reversed_caption("a red circle bouncing on a black background") is None
+    assert contrast_caption(cap, "reversed") == reversed_caption(cap)
+    assert contrast_caption(cap) == still_caption(cap)
+    with pytest.raises(ValueError, match="unknown motion contrast"):
+        contrast_caption(cap, "sideways")

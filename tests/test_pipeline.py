@@ -171,6 +171,14 @@ def test_motion_guidance_adds_a_still_contrast_after_the_first_latent(pipe, monk
     assert rows == [2, 2] and torch.equal(still.tokens["video"], pipe("a red circle standing still", **kw).tokens["video"])
     with pytest.raises(ValueError, match="motion_guidance"):
         pipe("a red circle sliding left", motion_guidance=-1.0, **kw)
+    with pytest.raises(ValueError, match="motion_contrast must be one of"):
+        pipe("a red circle sliding left", motion_guidance=1.0, motion_contrast="sideways", **kw)
+    rows.clear()  # the reversed contrast: a third row too, and other draws than the still one
+    turned = pipe("a red circle sliding left", motion_guidance=40.0, motion_contrast="reversed", **kw)
+    assert rows == [3, 3] and not torch.equal(turned.tokens["video"], moved.tokens["video"])
+    rows.clear()
+    pipe("a red circle falling", motion_guidance=40.0, motion_contrast="reversed", **kw)  # no slide to reverse
+    assert rows == [2, 2]
     saved = pipe.config
     try:
         pipe.config = PipelineConfig(size=(32, 32), motion_guidance=2.0)

@@ -12,6 +12,11 @@ LM has seen both sides in training.
     still_caption("a small red circle sliding left on a black background")
     # -> "a small red circle standing still on a black background"
     still_caption("a red square standing still on a white background")   # -> None: nothing moves
+    reversed_caption("a small red circle sliding left on a black background")
+    # -> "a small red circle sliding right on a black background"
+
+``reversed_caption`` is the other contrast: every slide turned around. Against it only which way an
+object goes differs, not whether it moves, so guidance amplifies the direction alone.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import re
 
 from kinema.data.synthetic import MOTIONS
 
-__all__ = ["MOTION_PHRASES", "still_caption"]
+__all__ = ["CONTRASTS", "MOTION_PHRASES", "contrast_caption", "reversed_caption", "still_caption"]
 
 STILL = "standing still"
 # the synthetic world's motions as its captions say them, and the same directions said with "moving"
@@ -29,6 +34,10 @@ _PATTERN = re.compile(r"\b(" + "|".join(sorted((re.escape(p) for p in MOTION_PHR
                       re.IGNORECASE)
 
 
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+_SLIDE = re.compile(r"\b(sliding|moving) (left|right|up|down)\b", re.IGNORECASE)
+
+
 def still_caption(caption: str) -> str | None:
     """``caption`` with every motion phrase replaced by "standing still"; None when it names no motion
     (the contrast would equal the caption, and its guidance term would be zero)."""
@@ -36,3 +45,23 @@ def still_caption(caption: str) -> str | None:
         raise ValueError(f"caption must be a string, got {type(caption).__name__}")
     still, n = _PATTERN.subn(STILL, caption)
     return still if n else None
+
+
+def reversed_caption(caption: str) -> str | None:
+    """``caption`` with every slide going the other way (left <-> right, up <-> down); None when it
+    names no slide."""
+    if not isinstance(caption, str):
+        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
+    out, n = _SLIDE.subn(lambda m: f"{m.group(1)} {_OPPOSITE[m.group(2).lower()]}", caption)
+    return out if n else None
+
+
+CONTRASTS = {"still": still_caption, "reversed": reversed_caption}
+
+
+def contrast_caption(caption: str, kind: str = "still") -> str | None:
+    """The contrast prompt of motion guidance: ``kind`` "still" (:func:`still_caption`) or
+    "reversed" (:func:`reversed_caption`)."""
+    if kind not in CONTRASTS:
+        raise ValueError(f"unknown motion contrast {kind!r}; valid: {', '.join(CONTRASTS)}")
+    return CONTRASTS[kind](caption)
