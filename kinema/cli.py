@@ -82,12 +82,12 @@ def _guidance_options(p) -> None:
                    help="guidance for the latents after the first one (the caption decides the first alone; later "
                         "ones follow the frames before them) (default: --guidance when given, else pipeline.json)")
     p.add_argument("--motion-guidance", type=float, default=None,
-                   help="on the latents --guidance-later covers, also guide away from the caption with its motion "
-                        "replaced by 'standing still', so the caption's motion is amplified (0: off; default: "
-                        "pipeline.json)")
+                   help="on the latents --guidance-later covers, also guide away from the caption rewritten by "
+                        "--motion-contrast, so the caption's motion is amplified (0: off; default: pipeline.json, "
+                        "4 for kinema-tiny)")
     p.add_argument("--motion-contrast", choices=("still", "reversed"), default=None,
                    help="motion guidance's contrast: the caption with its motion standing still, or with every "
-                        "slide reversed (direction alone) (default: pipeline.json)")
+                        "slide reversed (direction alone) (default: pipeline.json, 'reversed' for kinema-tiny)")
 
 
 def _gen_options(p, seconds: float | None) -> None:
