@@ -85,6 +85,7 @@ def _guidance_options(p) -> None:
                    help="on the latents --guidance-later covers, also guide away from the caption rewritten by "
                         "--motion-contrast, so the caption's motion is amplified (0: off; default: pipeline.json, "
                         "4 for kinema-tiny)")
+    # the keys of kinema.decode.motion_contrast.CONTRASTS, not imported here: it loads torch
     p.add_argument("--motion-contrast", choices=("still", "reversed"), default=None,
                    help="motion guidance's contrast: the caption with its motion standing still, or with every "
                         "slide reversed (direction alone) (default: pipeline.json, 'reversed' for kinema-tiny)")

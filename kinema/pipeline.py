@@ -194,8 +194,8 @@ class Pipeline:
         self._opts = dict(opts, generator=generator)
         self._text = self.tt.encode(prompt) if prompt else None
         self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
-        still = contrast_caption(prompt, contrast) if prompt and self._motion_guidance > 0 else None
-        self._still = self.tt.encode(still) if still else None  # motion guidance's contrast prompt
+        contrast_text = contrast_caption(prompt, contrast) if prompt and self._motion_guidance > 0 else None
+        self._contrast = self.tt.encode(contrast_text) if contrast_text else None  # motion guidance's contrast prompt
         self._stats: list[dict[str, Any]] = []
         self._starts: list[int] = []  # frame index where each generated window begins in the output
         self._a_state, self._a_target, self._a_emitted = {}, 0, 0  # the call's sound track (see _audio_for_video)
@@ -252,8 +252,8 @@ class Pipeline:
             branches = dict(uncond_ids=useq.ids.to(self.device), uncond_positions=useq.positions.to(self.device),
                           uncond_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=useq.next_pos))
         motion = self._motion_schedule(task, plan.length, video_grid)
-        if self._still is not None and bool((motion != 0.0).any()) and text:
-            cseq = layout.build_prefix(task, v, text=self._still, max_text_tokens=self.config.max_text_tokens, **cond)
+        if self._contrast is not None and bool((motion != 0.0).any()) and text:
+            cseq = layout.build_prefix(task, v, text=self._contrast, max_text_tokens=self.config.max_text_tokens, **cond)
             branches.update(contrast_ids=cseq.ids.to(self.device), contrast_positions=cseq.positions.to(self.device),
                           contrast_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=cseq.next_pos))
             opts["contrast_scale"] = motion

@@ -51,8 +51,8 @@ class PipelineConfig:
     guidance_later: float | None = None  # guidance of the latents the caption does not decide alone (after a
     # text-to-video window's first latent, image-to-video and continuation windows); None: guidance_scale.
     # guidance_scale then covers the first latent and the sound
-    motion_guidance: float = 0.0  # scale of the contrast with the caption's objects standing still, on the latents
-    # guidance_later covers (kinema.decode.motion_contrast); 0: off
+    motion_guidance: float = 0.0  # scale of the contrast with the caption rewritten by motion_contrast, on the
+    # latents guidance_later covers (kinema.decode.motion_contrast); 0: off
     motion_contrast: str = "still"  # the contrast prompt: "still" (motion -> standing still) or "reversed" (slides)
     temperature: float = 1.0
     top_k: int = 0

@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kinema.decode.motion_contrast import reversed_caption  # noqa: E402
+from kinema.decode.motion_contrast import reversed_caption, still_caption  # noqa: E402
 from kinema.errors import KinemaError  # noqa: E402
 from kinema.lm import layout  # noqa: E402
 from kinema.lm.model import KinemaLM  # noqa: E402
@@ -87,8 +87,9 @@ def t2v_token_losses(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int
     out = []
     idx = list(range(min(clips, len(ds)))) if isinstance(clips, int) else clips
     for i in tqdm(idx, desc="t2v by frame", unit="clip", leave=False):
-        s = ds[i]
-        if text_map is not None:
+        if text_map is None:
+            s = ds[i]
+        else:  # the same sample with the caption edited
             video = torch.from_numpy(shards[i].arrays["video"])[: ds.plan(i).frames]
             s = layout.build("t2v", vocab, text=text_map(shards.text(i))[:max_text_tokens], video_codes=video,
                              max_text_tokens=max_text_tokens)
@@ -163,7 +164,6 @@ def motion_gain(lm: KinemaLM, shards: TokenShards, vocab: Vocab, clips: int, con
     amplify this gap. ``text_dir``: the text tokenizer (default: the embedded one). ``transform``:
     another caption edit in place of ``still_caption`` (e.g. ``reversed_caption``, whose gap
     says whether the LM knows which way a slide goes, not only that something moves)."""
-    from kinema.decode.motion_contrast import still_caption
     from kinema.tokenizers.text import TextTokenizer
 
     edit = transform or still_caption

@@ -1,4 +1,4 @@
-"""The contrast prompt of motion guidance: the caption with its motion said to be standing still.
+"""The contrast prompt of motion guidance: the caption with its motion standing still, or reversed.
 
 Classifier-free guidance (Ho & Salimans, 2022) pushes the LM away from its caption-less prediction,
 which amplifies everything the caption says at once: colours, shapes, count and motion. Motion
