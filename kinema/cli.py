@@ -81,6 +81,9 @@ def _guidance_options(p) -> None:
     p.add_argument("--guidance-later", type=float, default=None,
                    help="guidance for the latents after the first one (the caption decides the first alone; later "
                         "ones follow the frames before them) (default: --guidance when given, else pipeline.json)")
+    p.add_argument("--plausibility-later", type=float, default=None,
+                   help="--guidance-plausibility for the latents --guidance-later covers (default: "
+                        "--guidance-plausibility when given, else pipeline.json)")
     p.add_argument("--motion-guidance", type=float, default=None,
                    help="on the latents --guidance-later covers, also guide away from the caption rewritten by "
                         "--motion-contrast, so the caption's motion is amplified (0: off; default: pipeline.json, "
@@ -119,7 +122,8 @@ def _pipeline(args):
 def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
                guidance_plausibility=args.guidance_plausibility, guidance_later=args.guidance_later,
-               motion_guidance=args.motion_guidance, motion_contrast=args.motion_contrast,
+               plausibility_later=args.plausibility_later, motion_guidance=args.motion_guidance,
+               motion_contrast=args.motion_contrast,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
                refine=args.refine, candidates=args.candidates, **kw)
@@ -242,14 +246,14 @@ def _run_eval(args) -> int:
             image = clip.frames[0].numpy()
         return pipe(prompt, image=image, seconds=seconds, seed=seed, temperature=args.temperature, top_k=args.top_k,
                     guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
-                    guidance_later=args.guidance_later, motion_guidance=args.motion_guidance,
-                    motion_contrast=args.motion_contrast, backend=args.backend, refine=args.refine,
+                    guidance_later=args.guidance_later, plausibility_later=args.plausibility_later,
+                    motion_guidance=args.motion_guidance, motion_contrast=args.motion_contrast, backend=args.backend, refine=args.refine,
                     candidates=args.candidates)
 
     settings = {"backend": args.backend, "first_frame": args.first_frame, **pipe.sampling_options(
         guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
-        guidance_later=args.guidance_later, motion_guidance=args.motion_guidance,
-        motion_contrast=args.motion_contrast, temperature=args.temperature,
+        guidance_later=args.guidance_later, plausibility_later=args.plausibility_later,
+        motion_guidance=args.motion_guidance, motion_contrast=args.motion_contrast, temperature=args.temperature,
         top_k=args.top_k, refine=args.refine,
         candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,

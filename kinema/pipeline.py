@@ -116,22 +116,26 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the call
     def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
-                         guidance_later: float | None = None, motion_guidance: float | None = None,
+                         guidance_later: float | None = None, plausibility_later: float | None = None,
+                         motion_guidance: float | None = None,
                          motion_contrast: str | None = None, temperature: float | None = None,
                          top_k: int | None = None, top_p: float | None = None,
                          refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
         scorer exists). ``guidance_later`` defaults to ``guidance_scale`` when that is given, so one
-        scale passed alone applies to every latent, else to ``pipeline.json``'s. Raises ValueError on a
-        plausibility outside [0, 1), candidates below 1, or candidates above 1 asked for without a
-        caption scorer."""
+        scale passed alone applies to every latent, else to ``pipeline.json``'s; ``plausibility_later``
+        follows ``guidance_plausibility`` the same way. Raises ValueError on a plausibility outside
+        [0, 1), candidates below 1, or candidates above 1 asked for without a caption scorer."""
         c = self.config
         pick = lambda given, default: default if given is None else given  # noqa: E731
         opts = dict(guidance_scale=float(pick(guidance_scale, c.guidance_scale)),
                     guidance_plausibility=float(pick(guidance_plausibility, c.guidance_plausibility)),
                     guidance_later=float(pick(guidance_later, guidance_scale if guidance_scale is not None
                                               else pick(c.guidance_later, c.guidance_scale))),
+                    plausibility_later=float(pick(plausibility_later, guidance_plausibility
+                                                  if guidance_plausibility is not None
+                                                  else pick(c.plausibility_later, c.guidance_plausibility))),
                     motion_guidance=float(pick(motion_guidance, c.motion_guidance)),
                     motion_contrast=str(pick(motion_contrast, c.motion_contrast)),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
@@ -142,8 +146,9 @@ class Pipeline:
             raise ValueError(f"candidates must be >= 1, got {opts['candidates']}")
         if opts["candidates"] > 1 and self.caption_scorer is None:
             raise ValueError("candidates > 1 needs a caption_scorer component; this pipeline has none")
-        if not 0.0 <= opts["guidance_plausibility"] < 1.0:
-            raise ValueError(f"guidance_plausibility must be in [0, 1), got {opts['guidance_plausibility']}")
+        for name in ("guidance_plausibility", "plausibility_later"):
+            if not 0.0 <= opts[name] < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {opts[name]}")
         if not (math.isfinite(opts["motion_guidance"]) and opts["motion_guidance"] >= 0.0):
             raise ValueError(f"motion_guidance must be a finite number >= 0, got {opts['motion_guidance']}")
         if opts["motion_contrast"] not in CONTRASTS:
@@ -154,6 +159,7 @@ class Pipeline:
                  audio: Any = None, task: str | None = None, seconds: float | None = None, fps: float | None = None,
                  size: tuple[int, int] | None = None, guidance_scale: float | None = None,
                  guidance_plausibility: float | None = None, guidance_later: float | None = None,
+                 plausibility_later: float | None = None,
                  motion_guidance: float | None = None, motion_contrast: str | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
@@ -165,12 +171,14 @@ class Pipeline:
         if backend == "dit" and self.dit is None:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
-                                     guidance_later=guidance_later, motion_guidance=motion_guidance,
+                                     guidance_later=guidance_later, plausibility_later=plausibility_later,
+                                     motion_guidance=motion_guidance,
                                      motion_contrast=motion_contrast, temperature=temperature, top_k=top_k,
                                      top_p=top_p, refine=refine, candidates=candidates)
         refine = opts.pop("refine")
         self._candidates = opts.pop("candidates")
         self._guidance_later = opts.pop("guidance_later")
+        self._plausibility_later = opts.pop("plausibility_later")
         self._motion_guidance = opts.pop("motion_guidance")
         contrast = opts.pop("motion_contrast")
         if refine and self.diffusion_decoder is None:
@@ -244,8 +252,10 @@ class Pipeline:
         plan = layout.output_plan(task, v, video_grid, audio_shape, start_pos=seq.next_pos)
         branches: dict[str, Any] = {}  # guidance's unconditional and contrast prompts, one row each
         has_text = bool(text) or self._neg is not None  # without text both branches would be the same
-        scales = self._guidance_schedule(task, plan.length, video_grid)
-        opts = dict(self._opts, guidance_scale=scales)
+        scales = self._later_schedule(task, plan.length, video_grid, self._opts["guidance_scale"], self._guidance_later)
+        plausibility = self._later_schedule(task, plan.length, video_grid, self._opts["guidance_plausibility"],
+                                            self._plausibility_later)
+        opts = dict(self._opts, guidance_scale=scales, guidance_plausibility=plausibility)
         if bool((scales != 1.0).any()) and task != "uncond" and has_text:
             useq = layout.build_prefix(task, v, text=self._neg, drop_text=self._neg is None,
                                        max_text_tokens=self.config.max_text_tokens, **cond)
@@ -293,12 +303,12 @@ class Pipeline:
             **opts, progress=self._progress)
         return out.view(1, -1), info
 
-    def _guidance_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None) -> torch.Tensor:
-        """Guidance scale per output index (n,): ``guidance_later`` for the video latents the caption
-        does not decide alone (after the first latent of a text-to-video window; every latent of an
-        image-to-video or continuation window, which follow the given frames), ``guidance_scale``
+    def _later_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None, g: float,
+                        later: float) -> torch.Tensor:
+        """A value per output index (n,) (guidance scale, plausibility): ``later`` for the video latents
+        the caption does not decide alone (after the first latent of a text-to-video window; every
+        latent of an image-to-video or continuation window, which follow the given frames), ``g``
         elsewhere (the first latent, sound, the other tasks)."""
-        g, later = self._opts["guidance_scale"], self._guidance_later
         scales = torch.full((n,), g, dtype=torch.float32)
         if later == g or video_grid is None:
             return scales
@@ -311,7 +321,7 @@ class Pipeline:
 
     def _motion_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None) -> torch.Tensor:
         """Motion guidance's scale per output index (n,): ``motion_guidance`` on the latents
-        ``guidance_later`` covers (see ``_guidance_schedule``), 0 elsewhere."""
+        ``guidance_later`` covers (see ``_later_schedule``), 0 elsewhere."""
         scales = torch.zeros(n, dtype=torch.float32)
         m = self._motion_guidance
         if m == 0.0 or video_grid is None:

@@ -51,6 +51,7 @@ class PipelineConfig:
     guidance_later: float | None = None  # guidance of the latents the caption does not decide alone (after a
     # text-to-video window's first latent, image-to-video and continuation windows); None: guidance_scale.
     # guidance_scale then covers the first latent and the sound
+    plausibility_later: float | None = None  # guidance_plausibility on the latents guidance_later covers; None: the same
     motion_guidance: float = 0.0  # scale of the contrast with the caption rewritten by motion_contrast, on the
     # latents guidance_later covers (kinema.decode.motion_contrast); 0: off
     motion_contrast: str = "still"  # the contrast prompt: "still" (motion -> standing still) or "reversed" (slides)

@@ -240,3 +240,9 @@ def test_cfg_plausibility_drops_ids_the_conditional_branch_finds_unlikely(model,
     cond_ids = generate(model, [s.ids], [s.positions], p, temperature=0)
     assert torch.equal(generate(model, [s.ids], [s.positions], p, guidance_scale=8.0, guidance_plausibility=0.999, **kw),
                        cond_ids)
+    # one value per output index: the same constant schedule gives the same ids; a wrong length is refused
+    sched = torch.full((p.length,), 0.999)
+    assert torch.equal(generate(model, [s.ids], [s.positions], p, guidance_scale=8.0, guidance_plausibility=sched, **kw),
+                       cond_ids)
+    with pytest.raises(ValueError, match="guidance_plausibility has"):
+        generate(model, [s.ids], [s.positions], p, guidance_scale=8.0, guidance_plausibility=sched[:-1], **kw)

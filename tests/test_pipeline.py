@@ -152,6 +152,30 @@ def test_guidance_later_guides_only_the_first_latent(pipe, monkeypatch):
         pipe.config = saved
 
 
+def test_plausibility_later_applies_only_after_the_first_latent(pipe, monkeypatch):
+    """plausibility_later: the plausibility constraint on the latents guidance_later covers and the
+    first latent's own value before them; greedy with 0.999 there is the conditional branch's greedy
+    choice, so the first latent is drawn as with guidance alone and the rest as without guidance."""
+    import kinema.pipeline as pipeline_mod
+
+    seen: list[torch.Tensor] = []
+    real = pipeline_mod.generate
+    monkeypatch.setattr(pipeline_mod, "generate",
+                        lambda *a, **k: seen.append(torch.as_tensor(k["guidance_plausibility"])) or real(*a, **k))
+    kw = dict(seconds=1.0, seed=0, guidance_scale=3.0, with_audio=False, temperature=0.0)
+    guided = pipe("a red circle", **kw)
+    seen.clear()
+    later = pipe("a red circle", plausibility_later=0.999, **kw)
+    (sched,) = seen
+    per_latent = pipe.vocab.video_tokens_per_code * int(later.tokens["video"][0].numel())
+    assert float(sched[: 1 + per_latent].max()) == 0.0 and float(sched[1 + per_latent:].min()) == pytest.approx(0.999)
+    assert torch.equal(later.tokens["video"][:1], guided.tokens["video"][:1])
+    assert pipe.sampling_options(guidance_plausibility=0.1)["plausibility_later"] == 0.1  # alone: every latent
+    assert pipe.sampling_options(plausibility_later=0.2)["guidance_plausibility"] == pipe.config.guidance_plausibility
+    with pytest.raises(ValueError, match="plausibility_later must be in"):
+        pipe("a red circle", plausibility_later=1.0, **kw)
+
+
 def test_motion_guidance_adds_a_still_contrast_after_the_first_latent(pipe, monkeypatch):
     """motion_guidance: a third row (the caption with its motion standing still) in every window that
     has latents after the first; the first latent is drawn as without it. A prompt that names no

@@ -122,7 +122,7 @@ def generate(
     uncond_plan: Any = None,
     uncond_prefix_len: Sequence[int] | None = None,
     guidance_scale: float | Sequence[float] | torch.Tensor = 1.0,  # one scale, or one per output index (N,)
-    guidance_plausibility: float = 0.0,
+    guidance_plausibility: float | Sequence[float] | torch.Tensor = 0.0,  # one value, or one per output index (N,)
     contrast_ids: torch.Tensor | Sequence[torch.Tensor] | None = None,
     contrast_positions: torch.Tensor | Sequence[torch.Tensor] | None = None,
     contrast_plan: Any = None,
@@ -140,8 +140,8 @@ def generate(
 
     ``temperature=0`` is greedy. ``guidance_scale`` is one scale for every output or a schedule of
     one scale per output index (scale 1 there: the conditional logits alone).
-    ``guidance_plausibility`` (with guidance) keeps only ids whose conditional probability is at
-    least that fraction of the best id's (see ``cfg_mix``).
+    ``guidance_plausibility`` (with guidance; one value or one per output index) keeps only ids whose
+    conditional probability is at least that fraction of the best id's (see ``cfg_mix``).
     ``contrast_*`` is a second guidance branch, a contrasting prompt (e.g. the caption with its
     motion replaced by "standing still"): ``contrast_scale * (cond - contrast)`` is added to the
     guided logits at each output index (``contrast_mix``); scale 0 everywhere skips the branch.
@@ -172,6 +172,7 @@ def generate(
 
     N = bounds.shape[0]
     scale_at = _schedule(guidance_scale, N, "guidance_scale")
+    plaus_at = _schedule(guidance_plausibility, N, "guidance_plausibility")
     use_cfg = uncond_ids is not None and (any(v != 1.0 for v in scale_at) or return_scores)
     contrast_at = _schedule(contrast_scale, N, "contrast_scale")
     use_contrast = contrast_ids is not None and any(v != 0.0 for v in contrast_at)
@@ -220,7 +221,7 @@ def generate(
                 step = constrain(step, lo[i], hi[i])
             raw = step
             if use_cfg or use_contrast:
-                mixed = cfg_mix(step[:B], step[B:2 * B], scale_at[i], guidance_plausibility) if use_cfg else step[:B]
+                mixed = cfg_mix(step[:B], step[B:2 * B], scale_at[i], plaus_at[i]) if use_cfg else step[:B]
                 if use_contrast:
                     mixed = contrast_mix(mixed, step[:B], step[c0:c0 + B], contrast_at[i])
                 step = mixed  # (B, V)

@@ -64,7 +64,7 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
     progress = gen_kw.pop("progress", False)
     head, tail = plan.split(head_len)
     head_kw, tail_kw = {}, {}  # per-index schedules cut at the head
-    for name, default in (("guidance_scale", 1.0), ("contrast_scale", 0.0)):
+    for name, default in (("guidance_scale", 1.0), ("guidance_plausibility", 0.0), ("contrast_scale", 0.0)):
         scale = torch.as_tensor(gen_kw.pop(name, default), dtype=torch.float32).flatten()
         head_kw[name], tail_kw[name] = (scale, scale) if scale.numel() == 1 else (scale[:head_len], scale[head_len:])
     K = int(candidates)
