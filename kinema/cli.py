@@ -88,6 +88,9 @@ def _guidance_options(p) -> None:
                    help="on the latents --guidance-later covers, also guide away from the caption rewritten by "
                         "--motion-contrast, so the caption's motion is amplified (0: off; default: pipeline.json, "
                         "4 for kinema-tiny)")
+    p.add_argument("--still-guidance", type=float, default=None,
+                   help="beside --motion-guidance, at its own scale, also guide away from the caption with its "
+                        "bouncing and falling standing still (0: off; default: pipeline.json)")
     # the keys of kinema.decode.motion_contrast.CONTRASTS, not imported here: it loads torch
     p.add_argument("--motion-contrast", choices=("still", "reversed"), default=None,
                    help="motion guidance's contrast: the caption with its motion standing still, or with every "
@@ -123,7 +126,7 @@ def _generate_and_save(args, pipe, prompt, **kw) -> int:
     out = pipe(prompt, seconds=args.seconds, seed=args.seed, guidance_scale=args.guidance,
                guidance_plausibility=args.guidance_plausibility, guidance_later=args.guidance_later,
                plausibility_later=args.plausibility_later, motion_guidance=args.motion_guidance,
-               motion_contrast=args.motion_contrast,
+               still_guidance=args.still_guidance, motion_contrast=args.motion_contrast,
                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, fps=args.fps, size=args.size,
                with_audio=not args.no_audio, progress=not args.quiet, keep_partial=True,
                refine=args.refine, candidates=args.candidates, **kw)
@@ -247,14 +250,15 @@ def _run_eval(args) -> int:
         return pipe(prompt, image=image, seconds=seconds, seed=seed, temperature=args.temperature, top_k=args.top_k,
                     guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
                     guidance_later=args.guidance_later, plausibility_later=args.plausibility_later,
-                    motion_guidance=args.motion_guidance, motion_contrast=args.motion_contrast, backend=args.backend, refine=args.refine,
+                    motion_guidance=args.motion_guidance, still_guidance=args.still_guidance,
+                    motion_contrast=args.motion_contrast, backend=args.backend, refine=args.refine,
                     candidates=args.candidates)
 
     settings = {"backend": args.backend, "first_frame": args.first_frame, **pipe.sampling_options(
         guidance_scale=args.guidance, guidance_plausibility=args.guidance_plausibility,
         guidance_later=args.guidance_later, plausibility_later=args.plausibility_later,
-        motion_guidance=args.motion_guidance, motion_contrast=args.motion_contrast, temperature=args.temperature,
-        top_k=args.top_k, refine=args.refine,
+        motion_guidance=args.motion_guidance, still_guidance=args.still_guidance,
+        motion_contrast=args.motion_contrast, temperature=args.temperature, top_k=args.top_k, refine=args.refine,
         candidates=args.candidates)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
                                 settings=settings, seed=args.seed)

@@ -28,8 +28,10 @@ Documented behaviour:
   term on the latents ``guidance_later`` covers: away from the same caption with its motion phrases
   replaced by "standing still" (kinema.decode.motion_contrast), so what it amplifies is how things
   move; ``motion_contrast="reversed"`` contrasts with every slide turned around instead (direction
-  alone). A prompt that names no motion (no slide, for "reversed") leaves it off. It adds a third row to every such window's
-  batched forward.
+  alone). A prompt that names no motion (no slide, for "reversed") leaves it off. It adds a third
+  row to every such window's batched forward. ``still_guidance=S`` (default ``PipelineConfig.still_guidance``, 0 = off) adds
+  one more term and row beside it, at its own scale: away from the caption with its bouncing and
+  falling standing still (the motions a slide reversal cannot touch).
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """
@@ -44,8 +46,8 @@ import torch
 from tqdm.auto import tqdm
 
 from kinema.decode.continuation import LatentStream, latents_for_frames, window_schedule
-from kinema.decode.generate import generate
-from kinema.decode.motion_contrast import CONTRASTS, contrast_caption
+from kinema.decode.generate import Contrast, generate
+from kinema.decode.motion_contrast import CONTRASTS, contrast_caption, unslid_caption
 from kinema.errors import ResourceError
 from kinema.lm import layout
 from kinema.lm.model import KinemaLM
@@ -117,7 +119,7 @@ class Pipeline:
     # ------------------------------------------------------------------ the call
     def sampling_options(self, *, guidance_scale: float | None = None, guidance_plausibility: float | None = None,
                          guidance_later: float | None = None, plausibility_later: float | None = None,
-                         motion_guidance: float | None = None,
+                         motion_guidance: float | None = None, still_guidance: float | None = None,
                          motion_contrast: str | None = None, temperature: float | None = None,
                          top_k: int | None = None, top_p: float | None = None,
                          refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
@@ -137,6 +139,7 @@ class Pipeline:
                                                   if guidance_plausibility is not None
                                                   else pick(c.plausibility_later, c.guidance_plausibility))),
                     motion_guidance=float(pick(motion_guidance, c.motion_guidance)),
+                    still_guidance=float(pick(still_guidance, c.still_guidance)),
                     motion_contrast=str(pick(motion_contrast, c.motion_contrast)),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
                     top_p=float(pick(top_p, c.top_p)),
@@ -149,8 +152,9 @@ class Pipeline:
         for name in ("guidance_plausibility", "plausibility_later"):
             if not 0.0 <= opts[name] < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {opts[name]}")
-        if not (math.isfinite(opts["motion_guidance"]) and opts["motion_guidance"] >= 0.0):
-            raise ValueError(f"motion_guidance must be a finite number >= 0, got {opts['motion_guidance']}")
+        for name in ("motion_guidance", "still_guidance"):
+            if not (math.isfinite(opts[name]) and opts[name] >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {opts[name]}")
         if opts["motion_contrast"] not in CONTRASTS:
             raise ValueError(f"motion_contrast must be one of {', '.join(CONTRASTS)}, got {opts['motion_contrast']!r}")
         return opts
@@ -161,6 +165,7 @@ class Pipeline:
                  guidance_plausibility: float | None = None, guidance_later: float | None = None,
                  plausibility_later: float | None = None,
                  motion_guidance: float | None = None, motion_contrast: str | None = None,
+                 still_guidance: float | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, negative_prompt: str | None = None,
                  with_audio: bool = True, progress: bool = False, backend: str = "ar", refine: bool | None = None,
@@ -172,14 +177,14 @@ class Pipeline:
             raise ValueError("backend 'dit' needs a DiT generator component; this pipeline has none")
         opts = self.sampling_options(guidance_scale=guidance_scale, guidance_plausibility=guidance_plausibility,
                                      guidance_later=guidance_later, plausibility_later=plausibility_later,
-                                     motion_guidance=motion_guidance,
+                                     motion_guidance=motion_guidance, still_guidance=still_guidance,
                                      motion_contrast=motion_contrast, temperature=temperature, top_k=top_k,
                                      top_p=top_p, refine=refine, candidates=candidates)
         refine = opts.pop("refine")
         self._candidates = opts.pop("candidates")
         self._guidance_later = opts.pop("guidance_later")
         self._plausibility_later = opts.pop("plausibility_later")
-        self._motion_guidance = opts.pop("motion_guidance")
+        motion_scale, still_scale = opts.pop("motion_guidance"), opts.pop("still_guidance")
         contrast = opts.pop("motion_contrast")
         if refine and self.diffusion_decoder is None:
             raise ValueError("refine=True needs a diffusion decoder component; this pipeline has none")
@@ -202,8 +207,11 @@ class Pipeline:
         self._opts = dict(opts, generator=generator)
         self._text = self.tt.encode(prompt) if prompt else None
         self._neg = self.tt.encode(negative_prompt) if negative_prompt else None
-        contrast_text = contrast_caption(prompt, contrast) if prompt and self._motion_guidance > 0 else None
-        self._contrast = self.tt.encode(contrast_text) if contrast_text else None  # motion guidance's contrast prompt
+        self._contrasts = []  # motion guidance's contrast prompts (token ids) and their scales
+        for scale, make in ((motion_scale, lambda text: contrast_caption(text, contrast)), (still_scale, unslid_caption)):
+            contrast_text = make(prompt) if prompt and scale > 0 else None
+            if contrast_text:
+                self._contrasts.append((self.tt.encode(contrast_text), scale))
         self._stats: list[dict[str, Any]] = []
         self._starts: list[int] = []  # frame index where each generated window begins in the output
         self._a_state, self._a_target, self._a_emitted = {}, 0, 0  # the call's sound track (see _audio_for_video)
@@ -261,12 +269,17 @@ class Pipeline:
                                        max_text_tokens=self.config.max_text_tokens, **cond)
             branches = dict(uncond_ids=useq.ids.to(self.device), uncond_positions=useq.positions.to(self.device),
                           uncond_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=useq.next_pos))
-        motion = self._motion_schedule(task, plan.length, video_grid)
-        if self._contrast is not None and bool((motion != 0.0).any()) and text:
-            cseq = layout.build_prefix(task, v, text=self._contrast, max_text_tokens=self.config.max_text_tokens, **cond)
-            branches.update(contrast_ids=cseq.ids.to(self.device), contrast_positions=cseq.positions.to(self.device),
-                          contrast_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=cseq.next_pos))
-            opts["contrast_scale"] = motion
+        contrasts = []
+        for contrast_text, scale in self._contrasts if text else []:
+            motion = self._motion_schedule(task, plan.length, video_grid, scale)
+            if not bool((motion != 0.0).any()):
+                continue
+            cseq = layout.build_prefix(task, v, text=contrast_text, max_text_tokens=self.config.max_text_tokens, **cond)
+            contrasts.append(Contrast(cseq.ids.to(self.device), cseq.positions.to(self.device),
+                                      layout.output_plan(task, v, video_grid, audio_shape, start_pos=cseq.next_pos),
+                                      scale=motion))
+        if contrasts:
+            opts["contrasts"] = contrasts
         total = len(seq) + plan.length
         if total > self.lm.cfg.max_seq_len:
             raise ResourceError(f"one {task} window needs {total} tokens but the LM handles {self.lm.cfg.max_seq_len}; "
@@ -319,11 +332,10 @@ class Pipeline:
             scales[:] = later
         return scales
 
-    def _motion_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None) -> torch.Tensor:
-        """Motion guidance's scale per output index (n,): ``motion_guidance`` on the latents
-        ``guidance_later`` covers (see ``_later_schedule``), 0 elsewhere."""
+    def _motion_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None, m: float) -> torch.Tensor:
+        """A motion guidance term's scale per output index (n,): ``m`` on the latents ``guidance_later``
+        covers (see ``_later_schedule``), 0 elsewhere."""
         scales = torch.zeros(n, dtype=torch.float32)
-        m = self._motion_guidance
         if m == 0.0 or video_grid is None:
             return scales
         if task == "t2v":

@@ -55,6 +55,8 @@ class PipelineConfig:
     motion_guidance: float = 0.0  # scale of the contrast with the caption rewritten by motion_contrast, on the
     # latents guidance_later covers (kinema.decode.motion_contrast); 0: off
     motion_contrast: str = "still"  # the contrast prompt: "still" (motion -> standing still) or "reversed" (slides)
+    still_guidance: float = 0.0  # scale of one more contrast, the caption with its bouncing and falling standing
+    # still, on the same latents; 0: off
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0

@@ -121,19 +121,19 @@ def test_eval_passes_sampling_options_and_records_them(model_dir, tmp_path, monk
 
     def spy(self, *a, **k):
         seen.append((k.get("guidance_scale"), k.get("guidance_plausibility"), k.get("top_k"), k.get("guidance_later"),
-                     k.get("motion_guidance"), k.get("plausibility_later")))
+                     k.get("motion_guidance"), k.get("plausibility_later"), k.get("still_guidance")))
         return real_call(self, *a, **k)
 
     monkeypatch.setattr(Pipeline, "__call__", spy)
     out = tmp_path / "eval"
     assert _run("eval", "--model", model_dir, "--prompts", 2, "--seconds", 1, "--guidance", 2.5, "--top-k", 40,
                 "--guidance-plausibility", 0.05, "--guidance-later", 1.5, "--motion-guidance", 2,
-                "--plausibility-later", 0.01, "--out", out) == 0
-    assert seen == [(2.5, 0.05, 40, 1.5, 2.0, 0.01), (2.5, 0.05, 40, 1.5, 2.0, 0.01)]
+                "--plausibility-later", 0.01, "--still-guidance", 0.5, "--out", out) == 0
+    assert seen == [(2.5, 0.05, 40, 1.5, 2.0, 0.01, 0.5)] * 2
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert summary["settings"]["guidance_scale"] == 2.5 and summary["settings"]["top_k"] == 40
     assert summary["settings"]["guidance_plausibility"] == 0.05 and summary["settings"]["guidance_later"] == 1.5
-    assert summary["settings"]["plausibility_later"] == 0.01
+    assert summary["settings"]["plausibility_later"] == 0.01 and summary["settings"]["still_guidance"] == 0.5
     assert summary["settings"]["motion_guidance"] == 2.0 and summary["settings"]["motion_contrast"] == "still"
     assert summary["settings"]["temperature"] == Pipeline.from_pretrained(model_dir).config.temperature
     assert "guidance_scale" in (out / "report.html").read_text()

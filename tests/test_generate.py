@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kinema.decode.generate import generate
+from kinema.decode.generate import Contrast, generate
 from kinema.decode.sampling import cfg_mix, constrain, contrast_mix, sample, top_k_filter, top_p_filter
 from kinema.lm import layout
 from kinema.lm.model import KinemaLM, LMConfig
@@ -155,6 +155,37 @@ def test_contrast_branch_matches_separate_forwards(model, vocab):
         assert int(mixed.argmax()) == int(out[0, i]) or int(b[i, 1] - b[i, 0]) == 1
         rows = [(torch.cat([ids, out[0, i:i + 1]]), torch.cat([pos, pl_.positions[i:i + 1]]), pl, pl_)
                 for ids, pos, pl, pl_ in rows]
+
+
+def test_two_contrast_branches_sum_their_terms(model, vocab):
+    """contrasts=: each branch adds its own term with its own scale (four row blocks in one forward);
+    greedy == argmax of both contrast_mix terms over cfg_mix from four separate forwards, and a branch
+    whose scale is 0 everywhere is the same as leaving it out."""
+    s, p = prompt(vocab, grid=(1, 1, 3))
+    u, up = prompt(vocab, text=None, grid=(1, 1, 3))
+    c1, cp1 = prompt(vocab, text=(3, 9, 5, 7), grid=(1, 1, 3))
+    c2, cp2 = prompt(vocab, text=(6, 4), grid=(1, 1, 3))
+    m1, m2 = 4.0, torch.tensor([0.0, 40.0] + [40.0] * (p.length - 2))
+    base = dict(uncond_ids=[u.ids], uncond_positions=[u.positions], uncond_plan=up, guidance_scale=2.0, temperature=0)
+    out = generate(model, [s.ids], [s.positions], p, contrast_ids=[c1.ids], contrast_positions=[c1.positions],
+                   contrast_plan=cp1, contrast_scale=m1,
+                   contrasts=[Contrast([c2.ids], [c2.positions], cp2, scale=m2)], **base)
+    rows = [(s.ids, s.positions, s.prefix_len, p), (u.ids, u.positions, u.prefix_len, up),
+            (c1.ids, c1.positions, c1.prefix_len, cp1), (c2.ids, c2.positions, c2.prefix_len, cp2)]
+    b = p.bounds()
+    for i in range(p.length):
+        lc, lu, l1, l2 = (constrain(model(ids[None], pos[None], prefix_len=torch.tensor([pl])).logits[0, -1:],
+                                    int(b[i, 0]), int(b[i, 1])) for ids, pos, pl, _ in rows)
+        mixed = contrast_mix(contrast_mix(cfg_mix(lc, lu, 2.0), lc, l1, m1), lc, l2, float(m2[i]))
+        assert int(mixed.argmax()) == int(out[0, i]) or int(b[i, 1] - b[i, 0]) == 1
+        rows = [(torch.cat([ids, out[0, i:i + 1]]), torch.cat([pos, pl_.positions[i:i + 1]]), pl, pl_)
+                for ids, pos, pl, pl_ in rows]
+    one = generate(model, [s.ids], [s.positions], p, contrasts=[Contrast([c1.ids], [c1.positions], cp1, scale=m1)],
+                   **base)
+    idle = Contrast([c2.ids], [c2.positions], cp2, scale=0.0)
+    assert torch.equal(generate(model, [s.ids], [s.positions], p, contrasts=[Contrast([c1.ids], [c1.positions], cp1,
+                                                                                    scale=m1), idle], **base), one)
+    assert not torch.equal(one, out)
 
 
 def test_contrast_scale_zero_or_same_prompt_changes_nothing(model, vocab):

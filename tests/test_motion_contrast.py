@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kinema.data.heldout import heldout_captions
-from kinema.decode.motion_contrast import contrast_caption, reversed_caption, still_caption
+from kinema.decode.motion_contrast import contrast_caption, reversed_caption, still_caption, unslid_caption
 
 
 def test_every_motion_phrase_becomes_standing_still():
@@ -41,3 +41,13 @@ def test_reversed_caption_turns_every_slide_around():
     assert contrast_caption(cap) == still_caption(cap)
     with pytest.raises(ValueError, match="unknown motion contrast"):
         contrast_caption(cap, "sideways")
+
+
+def test_unslid_caption_stills_bouncing_and_falling_and_keeps_slides():
+    text = "a small white circle bouncing, a green triangle sliding down and a red square falling on a black background"
+    assert unslid_caption(text) == ("a small white circle standing still, a green triangle sliding down and a red "
+                                    "square standing still on a black background")
+    assert unslid_caption("a red circle sliding left on a black background") is None
+    assert unslid_caption("a red circle standing still") is None
+    with pytest.raises(ValueError):
+        unslid_caption(None)

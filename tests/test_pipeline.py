@@ -176,6 +176,30 @@ def test_plausibility_later_applies_only_after_the_first_latent(pipe, monkeypatc
         pipe("a red circle", plausibility_later=1.0, **kw)
 
 
+def test_still_guidance_adds_its_own_contrast_beside_the_reversed_slides(pipe, monkeypatch):
+    """still_guidance: one more row (the caption with its bouncing and falling standing still) beside
+    motion guidance's, at its own scale, after the first latent; none for a prompt that names neither."""
+    kw = dict(seconds=2.0, seed=0, guidance_scale=3.0, with_audio=False, temperature=1.0, motion_contrast="reversed")
+    rows: list[int] = []
+    prefill = pipe.lm.prefill
+    monkeypatch.setattr(pipe.lm, "prefill", lambda ids, *a, **k: rows.append(ids.shape[0]) or prefill(ids, *a, **k))
+    text = "a red circle bouncing and a blue square sliding left"
+    reversed_only = pipe(text, motion_guidance=4.0, **kw)
+    rows.clear()
+    both = pipe(text, motion_guidance=4.0, still_guidance=40.0, **kw)
+    assert rows == [4, 4]  # conditional, unconditional, reversed slides, bouncing standing still
+    assert torch.equal(both.tokens["video"][:1], reversed_only.tokens["video"][:1])
+    assert not torch.equal(both.tokens["video"], reversed_only.tokens["video"])
+    rows.clear()
+    pipe(text, motion_guidance=0.0, still_guidance=40.0, **kw)
+    assert rows == [3, 3]  # the still contrast alone
+    rows.clear()
+    pipe("a blue square sliding left", motion_guidance=4.0, still_guidance=40.0, **kw)
+    assert rows == [3, 3]  # no bouncing or falling: no still row
+    with pytest.raises(ValueError, match="still_guidance"):
+        pipe(text, still_guidance=float("nan"), **kw)
+
+
 def test_motion_guidance_adds_a_still_contrast_after_the_first_latent(pipe, monkeypatch):
     """motion_guidance: a third row (the caption with its motion standing still) in every window that
     has latents after the first; the first latent is drawn as without it. A prompt that names no

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kinema.decode.caption_scorer import CaptionScorer, ScorerConfig
-from kinema.decode.generate import generate
+from kinema.decode.generate import Contrast, generate
 from kinema.decode.rerank import decode_reranked_head, pmi
 from kinema.errors import CheckpointError
 from kinema.lm import layout
@@ -84,6 +84,18 @@ def test_one_candidate_with_a_contrast_branch_reproduces_plain_decoding(model, v
                            uncond_positions=[useq.positions], uncond_plan=uplan,
                            generator=torch.Generator().manual_seed(5), guidance_scale=2.0, temperature=1.0)
     assert torch.equal(out[:7], no_contrast[0, :7]) and not torch.equal(out, no_contrast[0])
+    # a second branch through contrasts= is split the same way
+    dseq = layout.build_prefix("t2v", vocab, text=torch.tensor([6, 4]))
+    dplan = layout.output_plan("t2v", vocab, video_grid=(2, 2, 3), start_pos=dseq.next_pos)
+    both = dict(uncond_ids=[useq.ids], uncond_positions=[useq.positions], uncond_plan=uplan,
+                contrast_ids=[cseq.ids], contrast_positions=[cseq.positions], contrast_plan=cplan)
+    two = generate(model, [seq.ids], [seq.positions], plan, **both, generator=torch.Generator().manual_seed(5),
+                   contrasts=[Contrast([dseq.ids], [dseq.positions], dplan, scale=m)], **kw)
+    out2, _ = decode_reranked_head(model, seq.ids, seq.positions, plan, head_len=7, candidates=1,
+                                   **{k: v[0] if isinstance(v, list) else v for k, v in both.items()},
+                                   contrasts=[Contrast(dseq.ids, dseq.positions, dplan, scale=m)],
+                                   generator=torch.Generator().manual_seed(5), **kw)
+    assert torch.equal(out2, two[0]) and not torch.equal(out2, out)
 
 
 def test_the_best_ranked_head_is_kept_and_the_rest_follows_the_plan(model, vocab):

@@ -12,13 +12,15 @@
 Prompts of different lengths are left-padded into one batch (padding is masked out as attention
 keys), so every row writes the same cache slot at each step. With guidance the conditional and
 unconditional rows run as ONE batched forward of 2B rows; their logits are mixed per step
-(classifier-free guidance, Ho & Salimans 2022); a contrast prompt (``contrast_ids=``) adds a third
-block of B rows to the same forward and a second guidance term. At each output index only the ids the plan allows
+(classifier-free guidance, Ho & Salimans 2022); a contrast prompt (``contrast_ids=``, or each
+:class:`Contrast` in ``contrasts=``) adds one more block of B rows to the same forward and one more
+guidance term. At each output index only the ids the plan allows
 can be drawn; forced tokens (``<bov>``, ``<eos>``, ...) are written without sampling, and runs of
 them are fed to the model in one call. Wrap the call in ``kinema.training.autocast`` for bf16.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -27,7 +29,19 @@ from tqdm.auto import tqdm
 from kinema.decode.sampling import cfg_mix, constrain, contrast_mix, sample
 from kinema.errors import ResourceError
 
-__all__ = ["generate", "left_pad"]
+__all__ = ["Contrast", "generate", "left_pad"]
+
+
+@dataclass
+class Contrast:
+    """One contrast branch of :func:`generate`: its prompt(s) (one, or one per row), their positions,
+    output plan(s) and bidirectional prefix lengths, as for the unconditional branch, and its scale (one,
+    or one per output index): ``scale * (cond - contrast)`` is added to the guided logits."""
+    ids: Any
+    positions: Any = None
+    plan: Any = None
+    prefix_len: Sequence[int] | None = None
+    scale: Any = 0.0
 
 
 def _as_list(x: Any, name: str) -> list[torch.Tensor]:
@@ -128,6 +142,7 @@ def generate(
     contrast_plan: Any = None,
     contrast_prefix_len: Sequence[int] | None = None,
     contrast_scale: float | Sequence[float] | torch.Tensor = 0.0,  # one scale, or one per output index (N,)
+    contrasts: Sequence[Contrast] = (),  # more contrast branches, after the contrast_* one
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -145,6 +160,7 @@ def generate(
     ``contrast_*`` is a second guidance branch, a contrasting prompt (e.g. the caption with its
     motion replaced by "standing still"): ``contrast_scale * (cond - contrast)`` is added to the
     guided logits at each output index (``contrast_mix``); scale 0 everywhere skips the branch.
+    ``contrasts`` adds more such branches, each with its own prompt and scale; their terms are summed.
     ``max_cache_len`` bounds the KV cache: when it fills, the prompt slots are kept and the oldest
     generated slots dropped (sliding window), so memory stays constant for long outputs. The model
     must provide ``new_cache``, ``prefill``, ``decode_step`` and ``cfg.vocab_size`` (see
@@ -174,20 +190,25 @@ def generate(
     scale_at = _schedule(guidance_scale, N, "guidance_scale")
     plaus_at = _schedule(guidance_plausibility, N, "guidance_plausibility")
     use_cfg = uncond_ids is not None and (any(v != 1.0 for v in scale_at) or return_scores)
-    contrast_at = _schedule(contrast_scale, N, "contrast_scale")
-    use_contrast = contrast_ids is not None and any(v != 0.0 for v in contrast_at)
-    branches = 1  # rows come in blocks of B: conditional, [unconditional], [contrast]
-    for used, b_ids, b_pos, b_plan, b_plen, name in (
-            (use_cfg, uncond_ids, uncond_positions, uncond_plan, uncond_prefix_len, "unconditional"),
-            (use_contrast, contrast_ids, contrast_positions, contrast_plan, contrast_prefix_len, "contrast")):
+    given = ([Contrast(contrast_ids, contrast_positions, contrast_plan, contrast_prefix_len, contrast_scale)]
+             if contrast_ids is not None else []) + list(contrasts)
+    used_contrasts = []  # (first row, scale per output index) of each contrast branch that acts somewhere
+    extra = [(use_cfg, uncond_ids, uncond_positions, uncond_plan, uncond_prefix_len, "unconditional", None)]
+    for k, c in enumerate(given):
+        at = _schedule(c.scale, N, "contrast_scale" if k == 0 and contrast_ids is not None else f"contrasts[{k}].scale")
+        extra.append((any(v != 0.0 for v in at), c.ids, c.positions, c.plan, c.prefix_len, "contrast", at))
+    branches = 1  # rows come in blocks of B: conditional, [unconditional], [contrast, ...]
+    for used, b_ids, b_pos, b_plan, b_plen, name, at in extra:
         if not used:
             continue
         r_ids, r_pos, r_out_pos, r_plens = _branch(b_ids, b_pos, b_plan if b_plan is not None else plan, b_plen,
                                                    B, bounds, V, name)
         ids_l, pos_l, plens = ids_l + r_ids, pos_l + r_pos, plens + r_plens
         out_pos = torch.cat([out_pos, r_out_pos])
+        if at is not None:
+            used_contrasts.append((branches * B, at))
         branches += 1
-    c0 = B * (2 if use_cfg else 1)  # first contrast row
+    use_contrast = bool(used_contrasts)
 
     ids, pos, valid = left_pad(ids_l, pos_l)
     R, L = ids.shape
@@ -222,8 +243,8 @@ def generate(
             raw = step
             if use_cfg or use_contrast:
                 mixed = cfg_mix(step[:B], step[B:2 * B], scale_at[i], plaus_at[i]) if use_cfg else step[:B]
-                if use_contrast:
-                    mixed = contrast_mix(mixed, step[:B], step[c0:c0 + B], contrast_at[i])
+                for c0, at in used_contrasts:
+                    mixed = contrast_mix(mixed, step[:B], step[c0:c0 + B], at[i])
                 step = mixed  # (B, V)
             out[:, i] = sample(step, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             if scores is not None:

@@ -17,6 +17,8 @@ LM has seen both sides in training.
 
 ``reversed_caption`` is the other contrast: every slide turned around. Against it only which way an
 object goes differs, not whether it moves, so guidance amplifies the direction alone.
+``unslid_caption`` stills only the motions a reversal cannot touch (bouncing and falling): the
+pipeline's ``still_guidance`` contrasts with it at its own scale, beside the reversed slides.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import re
 
 from kinema.data.synthetic import MOTIONS
 
-__all__ = ["CONTRASTS", "MOTION_PHRASES", "contrast_caption", "reversed_caption", "still_caption"]
+__all__ = ["CONTRASTS", "MOTION_PHRASES", "contrast_caption", "reversed_caption", "still_caption", "unslid_caption"]
 
 STILL = "standing still"
 # the synthetic world's motions as its captions say them, and the same directions said with "moving"
@@ -53,6 +55,18 @@ def reversed_caption(caption: str) -> str | None:
     if not isinstance(caption, str):
         raise ValueError(f"caption must be a string, got {type(caption).__name__}")
     out, n = _SLIDE.subn(lambda m: f"{m.group(1)} {_OPPOSITE[m.group(2).lower()]}", caption)
+    return out if n else None
+
+
+_UNSLID = re.compile(r"\b(bouncing|falling)\b", re.IGNORECASE)
+
+
+def unslid_caption(caption: str) -> str | None:
+    """``caption`` with its bouncing and falling standing still and its slides as they are; None when
+    it names neither."""
+    if not isinstance(caption, str):
+        raise ValueError(f"caption must be a string, got {type(caption).__name__}")
+    out, n = _UNSLID.subn(STILL, caption)
     return out if n else None
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from kinema.decode.generate import generate
+from kinema.decode.generate import Contrast, generate
 
 __all__ = ["decode_reranked_head", "pmi", "caption_rank"]
 
@@ -50,12 +50,14 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
                          head_len: int, candidates: int, rank: Rank = pmi, uncond_ids: torch.Tensor | None = None,
                          uncond_positions: torch.Tensor | None = None, uncond_plan: Any = None,
                          contrast_ids: torch.Tensor | None = None, contrast_positions: torch.Tensor | None = None,
-                         contrast_plan: Any = None, **gen_kw: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+                         contrast_plan: Any = None, contrasts: tuple[Contrast, ...] | list[Contrast] = (),
+                         **gen_kw: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     """Decode ``plan`` after one prompt ``ids`` (L,) / ``positions`` (L, 3): its first ``head_len``
     outputs the best of ``candidates`` by ``rank``, the rest after the chosen head. ``uncond_*`` (the
-    prompt without its condition) are guidance's unconditional branch, ``contrast_*`` its contrast
-    branch (:func:`generate`). ``gen_kw`` go to :func:`generate` (guidance, temperature, generator,
-    ...). Returns the output ids (N,) and ``{"rank": [K floats], "chosen": k}``.
+    prompt without its condition) are guidance's unconditional branch, ``contrast_*`` and
+    ``contrasts`` (one prompt each) its contrast branches (:func:`generate`). ``gen_kw`` go to
+    :func:`generate` (guidance, temperature, generator, ...). Returns the output ids (N,) and
+    ``{"rank": [K floats], "chosen": k}``.
     """
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}")
@@ -64,13 +66,25 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
     progress = gen_kw.pop("progress", False)
     head, tail = plan.split(head_len)
     head_kw, tail_kw = {}, {}  # per-index schedules cut at the head
-    for name, default in (("guidance_scale", 1.0), ("guidance_plausibility", 0.0), ("contrast_scale", 0.0)):
-        scale = torch.as_tensor(gen_kw.pop(name, default), dtype=torch.float32).flatten()
-        head_kw[name], tail_kw[name] = (scale, scale) if scale.numel() == 1 else (scale[:head_len], scale[head_len:])
+
+    def cut(value: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = torch.as_tensor(value, dtype=torch.float32).flatten()
+        return (scale, scale) if scale.numel() == 1 else (scale[:head_len], scale[head_len:])
+
+    for name, default in (("guidance_scale", 1.0), ("guidance_plausibility", 0.0)):
+        head_kw[name], tail_kw[name] = cut(gen_kw.pop(name, default))
     K = int(candidates)
-    branches = {b: (i, p, pl if pl is not None else plan) for b, i, p, pl in
-                (("uncond", uncond_ids, uncond_positions, uncond_plan),
-                 ("contrast", contrast_ids, contrast_positions, contrast_plan)) if i is not None}
+    contrast_scale = gen_kw.pop("contrast_scale", 0.0)
+    given = ([Contrast(contrast_ids, contrast_positions, contrast_plan, None, contrast_scale)]
+             if contrast_ids is not None else []) + list(contrasts)
+    branches = {"uncond": (uncond_ids, uncond_positions, uncond_plan if uncond_plan is not None else plan)} \
+        if uncond_ids is not None else {}
+    head_kw["contrasts"], tail_contrasts = [], []
+    for c in given:
+        c_plan = c.plan if c.plan is not None else plan
+        (c_head, c_tail), (s_head, s_tail) = c_plan.split(head_len), cut(c.scale)
+        head_kw["contrasts"].append(Contrast([c.ids] * K, [c.positions] * K, [c_head] * K, None, s_head))
+        tail_contrasts.append((c, c_head, c_tail, s_tail))
     for b, (b_ids, b_pos, b_plan) in branches.items():
         head_kw.update({f"{b}_ids": [b_ids] * K, f"{b}_positions": [b_pos] * K, f"{b}_plan": [b_plan.split(head_len)[0]] * K})
     heads, scores = generate(model, [ids] * K, [positions] * K, [head] * K, return_scores=True,
@@ -83,6 +97,10 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
         tail_kw.update({f"{b}_ids": [torch.cat([b_ids, chosen])],
                         f"{b}_positions": [torch.cat([b_pos, b_head.positions.to(positions.device)])],
                         f"{b}_plan": [b_tail], f"{b}_prefix_len": [int(b_ids.numel())]})
+    tail_kw["contrasts"] = [Contrast([torch.cat([c.ids, chosen])],
+                                     [torch.cat([c.positions, c_head.positions.to(positions.device)])],
+                                     [c_tail], [int(c.ids.numel())], s_tail)
+                            for c, c_head, c_tail, s_tail in tail_contrasts]
     rest = generate(model, [torch.cat([ids, chosen])], [torch.cat([positions, head.positions.to(positions.device)])],
                     [tail], prefix_len=[int(ids.numel())], progress=progress, **tail_kw, **gen_kw)
     return torch.cat([chosen, rest[0]]), {"rank": [round(float(v), 4) for v in ranks], "chosen": k}
