@@ -5,7 +5,7 @@
     DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 deepspeed --num_gpus 2 scripts/train_dit.py --config ...   # 2 processes
     deepspeed --num_gpus 8 scripts/train_dit.py --config ... --deepspeed_config configs/deepspeed/zero2.json
 
-Rank 0 renders ``data.clips`` synthetic clips, encodes them with the video tokenizer
+Rank 0 renders ``data.clips`` synthetic clips (never one with a held-out evaluation caption), encodes them with the video tokenizer
 (``encode_latents``, continuous) and the captions with the text tokenizer, and caches them in
 ``<run_dir>/latents.safetensors``; per-channel latent mean/std go into the model config. bf16
 autocast, cosine LR, EMA (rank 0), NonFiniteGuard, metrics JSONL + loss curve, DeepSpeed
@@ -40,7 +40,7 @@ from kinema.training import EMA, MetricsLogger, NonFiniteGuard, autocast, cosine
 @dataclass
 class DiTDataConfig:
     clips: int = 64
-    first_seed: int = 100000  # synthetic seeds first_seed .. first_seed + clips - 1
+    first_seed: int = 100000  # synthetic seeds from first_seed on (held-out evaluation captions skipped)
     size: tuple[int, int] = (64, 64)  # (width, height)
     frames: int = 17  # 1 + 4k
     fps: float = 8.0
@@ -78,26 +78,37 @@ class DiTTrainConfig:
 
 
 def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
-    """Continuous latents (N, C, t, h, w) and padded caption ids (N, M) (-1 = pad), cached in ``path``."""
+    """Continuous latents (N, C, t, h, w), padded caption ids (N, M) (-1 = pad) and the scenes' seeds
+    (N,), cached in ``path``. Seeds from ``cfg.first_seed`` on, skipping every scene whose caption is one
+    of the evaluation's held-out prompts (kinema.data.heldout), as the dataset writer does."""
     if path.is_file():
         return load_tensors(path)
-    from kinema.data.synthetic import generate
+    from kinema.data.heldout import is_heldout
+    from kinema.data.synthetic import generate, sample_scene
     from kinema.tokenizers.text import TextTokenizer
     from kinema.tokenizers.video import VideoTokenizer
 
     vt = VideoTokenizer.from_pretrained(cfg.video_tokenizer or None)
     tt = TextTokenizer.from_pretrained(cfg.text_tokenizer or None)
-    zs, ids = [], []
-    for i in tqdm(range(cfg.clips), desc="encoding clips"):
-        c = generate(cfg.first_seed + i, tuple(cfg.size), cfg.fps, cfg.frames / cfg.fps)
+    zs, ids, seeds = [], [], []
+    seed = cfg.first_seed - 1
+    bar = tqdm(total=cfg.clips, desc="encoding clips")
+    while len(zs) < cfg.clips:
+        seed += 1
+        if is_heldout(sample_scene(seed, aspect=cfg.size[0] / cfg.size[1]).caption):  # kept out of training
+            continue
+        c = generate(seed, tuple(cfg.size), cfg.fps, cfg.frames / cfg.fps)
         x = c.frames[: cfg.frames].permute(3, 0, 1, 2).float().unsqueeze(0) / 127.5 - 1  # (1, 3, T, H, W)
         zs.append(vt.encode_latents(x)[0])
         ids.append(tt.encode(c.caption))
+        seeds.append(seed)
+        bar.update(1)
+    bar.close()
     m = max(len(s) for s in ids)
     text = torch.full((len(ids), m), -1, dtype=torch.long)
     for i, s in enumerate(ids):
         text[i, : len(s)] = torch.tensor(s)
-    out = {"latents": torch.stack(zs).float(), "text": text,
+    out = {"latents": torch.stack(zs).float(), "text": text, "seeds": torch.tensor(seeds),
            "text_vocab": torch.tensor([tt.vocab_size])}
     save_tensors(path, out)
     return out

@@ -86,3 +86,22 @@ def test_injected_nan_step_is_skipped(tmp_path):
     assert any(not torch.equal(s2["module"][k], s3["module"][k]) for k in s2["module"])  # trains again
     final = load_file(str(tmp_path / "final" / "model.safetensors"))
     assert all(bool(torch.isfinite(v).all()) for v in final.values())
+
+
+def test_training_clips_never_carry_a_held_out_caption(tmp_path, monkeypatch):
+    """The DiT's clips skip every scene whose caption is one of the evaluation's prompts, as the dataset
+    writer does: starting at a held-out scene's seed, the cache holds only later, non-held-out seeds."""
+    from kinema.data.heldout import heldout_captions, heldout_seed, is_heldout
+    from kinema.data.synthetic import sample_scene
+
+    spec = importlib.util.spec_from_file_location("train_dit_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, mod)  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    first = heldout_seed(heldout_captions()[0])
+    cfg = mod.DiTDataConfig(clips=2, first_seed=first, size=(32, 32), frames=1)
+    data = mod.build_latents(cfg, tmp_path / "latents.safetensors")
+    seeds = data["seeds"].tolist()
+    assert len(seeds) == 2 and data["latents"].shape[0] == 2 and first < seeds[0] < seeds[1]
+    assert not any(is_heldout(sample_scene(s).caption) for s in seeds)
+    assert all(is_heldout(sample_scene(s).caption) for s in range(first, seeds[0]))
