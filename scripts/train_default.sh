@@ -48,7 +48,9 @@
 #      three sessions through train.handoff_dir: steps 0 -> 5558, 5558 -> 8020 (45 min), 8020 -> 10000
 #      (41 min). Stages 6 and 6b, the previous shipped LM's lineage (shared spectrum), run only with
 #      WITH_PREVIOUS_LM=1: the shipped LM does not start from them ...................... ~3 h
-#   7. DiT (configs/diffusion/dit_small.yaml: 3000 steps on 400 clips, 1 thread) .............. ~13 min
+#   7. DiT (configs/diffusion/dit_small_long.yaml: 12000 steps on 1200 clips, 2 threads: encoding the
+#      clips ~25 min with two evaluations sharing the CPU, training 35 min; the DiT shipped before it,
+#      configs/diffusion/dit_small.yaml, was 3000 steps on 400 clips, 13 min on 1 thread) ..... ~60 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
 #   8. export bf16 weights into kinema/assets/kinema-tiny/
@@ -154,7 +156,7 @@ if [ "${WITH_LOCAL:-0}" = 1 ]; then  # the local-encoder lineage (README, "The c
 fi
 
 stage "7. DiT"
-[ -d runs/dit_small128/final ] || python scripts/train_dit.py --config configs/diffusion/dit_small.yaml
+[ -d runs/dit_small128_long/final ] || OMP_NUM_THREADS=2 python scripts/train_dit.py --config configs/diffusion/dit_small_long.yaml
 
 stage "7b. diffusion decoder head"
 if [ ! -d runs/dd_small128/final ]; then
@@ -176,7 +178,7 @@ CaptionScorer.from_pretrained("runs/caption_scorer").save_pretrained("kinema/ass
                                                                      dtype=torch.bfloat16)
 print("wrote kinema/assets/kinema-tiny/caption_scorer")
 EOF
-rm -rf kinema/assets/kinema-tiny/dit && cp -r runs/dit_small128/final kinema/assets/kinema-tiny/dit
+rm -rf kinema/assets/kinema-tiny/dit && cp -r runs/dit_small128_long/final kinema/assets/kinema-tiny/dit
 rm -rf kinema/assets/kinema-tiny/diffusion_decoder && cp -r runs/dd_small128/final kinema/assets/kinema-tiny/diffusion_decoder
 # kinema/assets/kinema-tiny/pipeline.json (in the repository) holds the generation defaults: refine on and
 # classifier-free guidance 3.0, picked by `kinema eval --guidance {1,2,3,4,6}` (README, Evaluation).
