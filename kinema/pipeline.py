@@ -29,9 +29,10 @@ Documented behaviour:
   replaced by "standing still" (kinema.decode.motion_contrast), so what it amplifies is how things
   move; ``motion_contrast="reversed"`` contrasts with every slide turned around instead (direction
   alone). A prompt that names no motion (no slide, for "reversed") leaves it off. It adds a third
-  row to every such window's batched forward. ``still_guidance=S`` (default ``PipelineConfig.still_guidance``, 0 = off) adds
-  one more term and row beside it, at its own scale: away from the caption with its bouncing and
-  falling standing still (the motions a slide reversal cannot touch).
+  row to every such window's batched forward. ``still_guidance=S`` (default
+  ``PipelineConfig.still_guidance``, 0 = off) adds one more term and row beside it, at its own scale:
+  away from the caption with its bouncing and falling standing still (the motions a slide reversal
+  cannot touch).
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """
