@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from kinema.decode.continuation import LatentStream, latents_for_frames, window_schedule
 from kinema.decode.generate import Contrast, generate
+from kinema.decode.guidance_schedule import contrast_schedule, later_schedule
 from kinema.decode.motion_contrast import CONTRASTS, contrast_caption, unslid_caption
 from kinema.errors import ResourceError
 from kinema.lm import layout
@@ -261,9 +262,10 @@ class Pipeline:
         plan = layout.output_plan(task, v, video_grid, audio_shape, start_pos=seq.next_pos)
         branches: dict[str, Any] = {}  # guidance's unconditional and contrast prompts, one row each
         has_text = bool(text) or self._neg is not None  # without text both branches would be the same
-        scales = self._later_schedule(task, plan.length, video_grid, self._opts["guidance_scale"], self._guidance_later)
-        plausibility = self._later_schedule(task, plan.length, video_grid, self._opts["guidance_plausibility"],
-                                            self._plausibility_later)
+        first = None if video_grid is None else 1 + video_grid[1] * video_grid[2] * v.video_tokens_per_code
+        scales = later_schedule(task, plan.length, first, self._opts["guidance_scale"], self._guidance_later)
+        plausibility = later_schedule(task, plan.length, first, self._opts["guidance_plausibility"],
+                                      self._plausibility_later)
         opts = dict(self._opts, guidance_scale=scales, guidance_plausibility=plausibility)
         if bool((scales != 1.0).any()) and task != "uncond" and has_text:
             useq = layout.build_prefix(task, v, text=self._neg, drop_text=self._neg is None,
@@ -272,7 +274,7 @@ class Pipeline:
                           uncond_plan=layout.output_plan(task, v, video_grid, audio_shape, start_pos=useq.next_pos))
         contrasts = []
         for contrast_text, scale in self._contrasts if text else []:
-            motion = self._motion_schedule(task, plan.length, video_grid, scale)
+            motion = contrast_schedule(task, plan.length, first, scale)
             if not bool((motion != 0.0).any()):
                 continue
             cseq = layout.build_prefix(task, v, text=contrast_text, max_text_tokens=self.config.max_text_tokens, **cond)
@@ -316,34 +318,6 @@ class Pipeline:
             candidates=self._candidates, rank=caption_rank(self.caption_scorer, list(self._text), to_codes), **branches,
             **opts, progress=self._progress)
         return out.view(1, -1), info
-
-    def _later_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None, g: float,
-                        later: float) -> torch.Tensor:
-        """A value per output index (n,) (guidance scale, plausibility): ``later`` for the video latents
-        the caption does not decide alone (after the first latent of a text-to-video window; every
-        latent of an image-to-video or continuation window, which follow the given frames), ``g``
-        elsewhere (the first latent, sound, the other tasks)."""
-        scales = torch.full((n,), g, dtype=torch.float32)
-        if later == g or video_grid is None:
-            return scales
-        if task in ("t2v", "t2i"):
-            first = 1 + video_grid[1] * video_grid[2] * self.vocab.video_tokens_per_code  # <bov> + latent 0
-            scales[first:] = later
-        elif task in ("i2v", "continue"):
-            scales[:] = later
-        return scales
-
-    def _motion_schedule(self, task: str, n: int, video_grid: tuple[int, int, int] | None, m: float) -> torch.Tensor:
-        """A motion guidance term's scale per output index (n,): ``m`` on the latents ``guidance_later``
-        covers (see ``_later_schedule``), 0 elsewhere."""
-        scales = torch.zeros(n, dtype=torch.float32)
-        if m == 0.0 or video_grid is None:
-            return scales
-        if task == "t2v":
-            scales[1 + video_grid[1] * video_grid[2] * self.vocab.video_tokens_per_code:] = m  # after <bov> + latent 0
-        elif task in ("i2v", "continue"):
-            scales[:] = m
-        return scales
 
     def _grid_hw(self) -> tuple[int, int]:
         w, h = self._size

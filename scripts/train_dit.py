@@ -5,11 +5,11 @@
     DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 deepspeed --num_gpus 2 scripts/train_dit.py --config ...   # 2 processes
     deepspeed --num_gpus 8 scripts/train_dit.py --config ... --deepspeed_config configs/deepspeed/zero2.json
 
-Rank 0 renders ``data.clips`` synthetic clips (never one with a held-out evaluation caption), encodes them with the video tokenizer
-(``encode_latents``, continuous) and the captions with the text tokenizer, and caches them in
-``<run_dir>/latents.safetensors``; per-channel latent mean/std go into the model config. bf16
-autocast, cosine LR, EMA (rank 0), NonFiniteGuard, metrics JSONL + loss curve, DeepSpeed
-checkpoints in ``<run_dir>/ds_checkpoints`` (a rerun resumes); the end writes ``<run_dir>/final``
+Rank 0 renders ``data.clips`` synthetic clips (never one with a held-out evaluation caption), encodes
+them with the video tokenizer (``encode_latents``, continuous) and the captions with the text
+tokenizer, and caches them in ``<run_dir>/latents.safetensors``; per-channel latent mean/std go into
+the model config. bf16 autocast, cosine LR, EMA (rank 0), NonFiniteGuard, metrics JSONL + loss
+curve, DeepSpeed checkpoints in ``<run_dir>/ds_checkpoints`` (a rerun resumes); the end writes ``<run_dir>/final``
 (save_pretrained, EMA weights, bf16).
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
     if path.is_file():
         return load_tensors(path)
     from kinema.data.heldout import is_heldout
-    from kinema.data.synthetic import generate, sample_scene
+    from kinema.data.synthetic import render, sample_scene
     from kinema.tokenizers.text import TextTokenizer
     from kinema.tokenizers.video import VideoTokenizer
 
@@ -95,9 +95,10 @@ def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
     bar = tqdm(total=cfg.clips, desc="encoding clips")
     while len(zs) < cfg.clips:
         seed += 1
-        if is_heldout(sample_scene(seed, aspect=cfg.size[0] / cfg.size[1]).caption):  # kept out of training
+        scene = sample_scene(seed, aspect=cfg.size[0] / cfg.size[1])
+        if is_heldout(scene.caption):  # the evaluation's prompts stay out of training
             continue
-        c = generate(seed, tuple(cfg.size), cfg.fps, cfg.frames / cfg.fps)
+        c = render(scene, tuple(cfg.size), cfg.fps, cfg.frames / cfg.fps)
         x = c.frames[: cfg.frames].permute(3, 0, 1, 2).float().unsqueeze(0) / 127.5 - 1  # (1, 3, T, H, W)
         zs.append(vt.encode_latents(x)[0])
         ids.append(tt.encode(c.caption))

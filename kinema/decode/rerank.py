@@ -77,26 +77,26 @@ def decode_reranked_head(model: Any, ids: torch.Tensor, positions: torch.Tensor,
     contrast_scale = gen_kw.pop("contrast_scale", 0.0)
     given = ([Contrast(contrast_ids, contrast_positions, contrast_plan, None, contrast_scale)]
              if contrast_ids is not None else []) + list(contrasts)
-    branches = {"uncond": (uncond_ids, uncond_positions, uncond_plan if uncond_plan is not None else plan)} \
-        if uncond_ids is not None else {}
+    u_plan = uncond_plan if uncond_plan is not None else plan
+    if uncond_ids is not None:
+        head_kw.update(uncond_ids=[uncond_ids] * K, uncond_positions=[uncond_positions] * K,
+                       uncond_plan=[u_plan.split(head_len)[0]] * K)
     head_kw["contrasts"], tail_contrasts = [], []
     for c in given:
         c_plan = c.plan if c.plan is not None else plan
         (c_head, c_tail), (s_head, s_tail) = c_plan.split(head_len), cut(c.scale)
         head_kw["contrasts"].append(Contrast([c.ids] * K, [c.positions] * K, [c_head] * K, None, s_head))
         tail_contrasts.append((c, c_head, c_tail, s_tail))
-    for b, (b_ids, b_pos, b_plan) in branches.items():
-        head_kw.update({f"{b}_ids": [b_ids] * K, f"{b}_positions": [b_pos] * K, f"{b}_plan": [b_plan.split(head_len)[0]] * K})
     heads, scores = generate(model, [ids] * K, [positions] * K, [head] * K, return_scores=True,
                              progress=progress, **head_kw, **gen_kw)
     ranks = rank(heads, scores).view(-1)  # (K,)
     k = int(ranks.argmax())
     chosen = heads[k].to(ids.device)
-    for b, (b_ids, b_pos, b_plan) in branches.items():
-        b_head, b_tail = b_plan.split(head_len)
-        tail_kw.update({f"{b}_ids": [torch.cat([b_ids, chosen])],
-                        f"{b}_positions": [torch.cat([b_pos, b_head.positions.to(positions.device)])],
-                        f"{b}_plan": [b_tail], f"{b}_prefix_len": [int(b_ids.numel())]})
+    if uncond_ids is not None:
+        u_head, u_tail = u_plan.split(head_len)
+        tail_kw.update(uncond_ids=[torch.cat([uncond_ids, chosen])],
+                       uncond_positions=[torch.cat([uncond_positions, u_head.positions.to(positions.device)])],
+                       uncond_plan=[u_tail], uncond_prefix_len=[int(uncond_ids.numel())])
     tail_kw["contrasts"] = [Contrast([torch.cat([c.ids, chosen])],
                                      [torch.cat([c.positions, c_head.positions.to(positions.device)])],
                                      [c_tail], [int(c.ids.numel())], s_tail)
