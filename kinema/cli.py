@@ -259,7 +259,7 @@ def _run_eval(args) -> int:
         guidance_later=args.guidance_later, plausibility_later=args.plausibility_later,
         motion_guidance=args.motion_guidance, still_guidance=args.still_guidance,
         motion_contrast=args.motion_contrast, temperature=args.temperature, top_k=args.top_k, refine=args.refine,
-        candidates=args.candidates)}
+        candidates=args.candidates, backend=args.backend)}
     summary = evaluate_pipeline(gen, heldout_prompts(args.prompts, exclude), args.seconds, args.out, vt=pipe.vt,
                                 settings=settings, seed=args.seed)
     print(_json.dumps(summary))

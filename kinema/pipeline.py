@@ -124,10 +124,12 @@ class Pipeline:
                          motion_guidance: float | None = None, still_guidance: float | None = None,
                          motion_contrast: str | None = None, temperature: float | None = None,
                          top_k: int | None = None, top_p: float | None = None,
-                         refine: bool | None = None, candidates: int | None = None) -> dict[str, Any]:
+                         refine: bool | None = None, candidates: int | None = None,
+                         backend: str = "ar") -> dict[str, Any]:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
-        scorer exists). ``guidance_later`` defaults to ``guidance_scale`` when that is given, so one
+        scorer exists; motion and still guidance only on the ``ar`` backend, whose values they were
+        tuned on: the DiT takes them when they are passed, and measured no gain from the AR's). ``guidance_later`` defaults to ``guidance_scale`` when that is given, so one
         scale passed alone applies to every latent, else to ``pipeline.json``'s; ``plausibility_later``
         follows ``guidance_plausibility`` the same way. Raises ValueError on a plausibility outside
         [0, 1), candidates below 1, or candidates above 1 asked for without a caption scorer."""
@@ -140,8 +142,8 @@ class Pipeline:
                     plausibility_later=float(pick(plausibility_later, guidance_plausibility
                                                   if guidance_plausibility is not None
                                                   else pick(c.plausibility_later, c.guidance_plausibility))),
-                    motion_guidance=float(pick(motion_guidance, c.motion_guidance)),
-                    still_guidance=float(pick(still_guidance, c.still_guidance)),
+                    motion_guidance=float(pick(motion_guidance, c.motion_guidance if backend == "ar" else 0.0)),
+                    still_guidance=float(pick(still_guidance, c.still_guidance if backend == "ar" else 0.0)),
                     motion_contrast=str(pick(motion_contrast, c.motion_contrast)),
                     temperature=float(pick(temperature, c.temperature)), top_k=int(pick(top_k, c.top_k)),
                     top_p=float(pick(top_p, c.top_p)),
@@ -181,7 +183,7 @@ class Pipeline:
                                      guidance_later=guidance_later, plausibility_later=plausibility_later,
                                      motion_guidance=motion_guidance, still_guidance=still_guidance,
                                      motion_contrast=motion_contrast, temperature=temperature, top_k=top_k,
-                                     top_p=top_p, refine=refine, candidates=candidates)
+                                     top_p=top_p, refine=refine, candidates=candidates, backend=backend)
         refine = opts.pop("refine")
         self._candidates = opts.pop("candidates")
         self._guidance_later = opts.pop("guidance_later")
@@ -439,9 +441,9 @@ class Pipeline:
         cond = self.vt.codes_to_latents(stream.span(*win.cond).unsqueeze(0)) if win.num_cond else None
         text = [self._text or []] if task != "uncond" else [[]]
         gen = self._opts["generator"]
+        contrasts = [([ids], scale) for ids, scale in self._contrasts] if text[0] else []
         z = self.dit.generate(text, win.num_new, (h, w), guidance_scale=self._opts["guidance_scale"] if text[0] else 1.0,
-                              steps=self.config.dit_steps, generator=gen,
-                              cond_latents=cond)
+                              steps=self.config.dit_steps, generator=gen, cond_latents=cond, contrasts=contrasts)
         self._stats.append({"window": len(self._stats), "task": task, "backend": "dit", "new_latents": win.num_new})
         return self.vt.latents_to_codes(z)[0].cpu()
 

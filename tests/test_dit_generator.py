@@ -69,6 +69,25 @@ def test_context_frames_are_masked_and_condition_the_output():
     assert torch.allclose(l1, l2, atol=1e-6)
 
 
+def test_motion_contrast_is_a_velocity_term_away_from_its_caption():
+    gen = _gen()
+    for p in gen.net.final.parameters():  # leave the zero init so outputs depend on the text
+        torch.nn.init.normal_(p, std=0.2)
+    for blk in gen.net.blocks:
+        torch.nn.init.normal_(blk.ada[1].weight, std=0.2)
+    gen.eval()
+    kw = dict(guidance_scale=2.0, steps=2, snap=False)
+    plain = gen.generate([[1, 2]], 2, (4, 4), generator=torch.Generator().manual_seed(1), **kw)
+    same = gen.generate([[1, 2]], 2, (4, 4), generator=torch.Generator().manual_seed(1),
+                        contrasts=[([[1, 2]], 3.0)], **kw)  # contrast == caption: the term is zero
+    off = gen.generate([[1, 2]], 2, (4, 4), generator=torch.Generator().manual_seed(1),
+                       contrasts=[([[5, 6]], 0.0)], **kw)  # scale 0: no branch
+    away = gen.generate([[1, 2]], 2, (4, 4), generator=torch.Generator().manual_seed(1),
+                        contrasts=[([[5, 6]], 3.0)], **kw)
+    assert torch.allclose(plain, same, atol=1e-5) and torch.equal(plain, off)
+    assert not torch.allclose(plain, away, atol=1e-3)
+
+
 def test_generate_long_and_save_load(tmp_path):
     gen = _gen().eval()
     out = gen.generate_long([[1, 2]], 7, (4, 4), window=3, context=1, steps=2,
@@ -105,10 +124,25 @@ def test_pipeline_dit_backend_runs_windows_and_continues():
     pipe = random_pipeline(0)
     pipe.config.dit_steps = 2
     pipe.dit = DiTGenerator(DiTGeneratorConfig.preset("tiny", latent_channels=pipe.vt.latent_channels,
-                                                      text_vocab=pipe.tt.vocab_size)).eval()
+                                                      text_vocab=pipe.tt.vocab_size, max_text_len=32)).eval()
     out = pipe("a red circle bouncing", seconds=2.0, seed=0, backend="dit", with_audio=False)
     again = pipe("a red circle bouncing", seconds=2.0, seed=0, backend="dit", with_audio=False)
     assert out.video.shape == (16, 32, 32, 3) and torch.equal(out.video, again.video)
     assert len([s for s in out.stats if s.get("backend") == "dit"]) >= 2  # several windows
     with pytest.raises(ValueError, match="backend 'dit'"):
         pipe("a red circle", seconds=1.0, backend="dit", task="t2i")
+    # motion guidance reaches the DiT: a slide's reversed caption changes the sample, a prompt with no
+    # slide has no contrast prompt and is drawn as without guidance
+    for p in pipe.dit.net.final.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    for blk in pipe.dit.net.blocks:
+        torch.nn.init.normal_(blk.ada[1].weight, std=0.2)
+    kw = dict(seconds=1.0, seed=0, backend="dit", with_audio=False, motion_contrast="reversed")
+    slide = [pipe("a red circle sliding left", motion_guidance=m, **kw).tokens["video"] for m in (0.0, 8.0)]
+    still = [pipe("a red circle", motion_guidance=m, **kw).tokens["video"] for m in (0.0, 8.0)]
+    assert not torch.equal(*slide) and torch.equal(*still)
+    # pipeline.json's motion guidance is the AR path's; the DiT takes it only when it is passed
+    pipe.config.motion_guidance = 8.0
+    assert pipe.sampling_options(backend="dit")["motion_guidance"] == 0.0
+    assert pipe.sampling_options(backend="ar")["motion_guidance"] == 8.0
+    assert torch.equal(pipe("a red circle sliding left", **kw).tokens["video"], slide[0])

@@ -56,3 +56,14 @@ def test_guidance_scale_one_is_conditional():
     x = torch.randn(2, 3)
     assert torch.equal(flow.guided(c, u, 1.0)(x, torch.ones(2)), c(x, None))
     assert torch.allclose(flow.guided(c, u, 3.0)(x, torch.ones(2)), 3 * (x + 1))
+
+
+def test_contrast_terms_push_away_from_their_prompt():
+    c = lambda x, t: x + 1  # noqa: E731
+    u = lambda x, t: x * 0  # noqa: E731
+    r = lambda x, t: x - 1  # noqa: E731  (the contrast prompt's velocity)
+    x = torch.randn(2, 3)
+    # v_u + s (v_c - v_u) + m (v_c - v_r) = 3 (x + 1) + 0.5 * 2
+    assert torch.allclose(flow.guided(c, u, 3.0, [(r, 0.5)])(x, torch.ones(2)), 3 * (x + 1) + 1.0)
+    # without the unconditional term (scale 1) the contrast still applies; two contrasts add up
+    assert torch.allclose(flow.guided(c, u, 1.0, [(r, 0.5), (u, 2.0)])(x, torch.ones(2)), (x + 1) + 1.0 + 2 * (x + 1))

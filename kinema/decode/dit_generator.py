@@ -186,11 +186,14 @@ class DiTGenerator(nn.Module):
     @torch.no_grad()
     def generate(self, text_ids: TextIds, num_latent_frames: int, grid: tuple[int, ...], guidance_scale: float = 3.0,
                  steps: int = 8, generator: torch.Generator | None = None, cond_latents: torch.Tensor | None = None,
-                 snap: bool = True, progress: bool = False) -> torch.Tensor:
+                 snap: bool = True, progress: bool = False,
+                 contrasts: Sequence[tuple[TextIds, float]] = ()) -> torch.Tensor:
         """New latents (B, C, num_latent_frames, h, w) following ``cond_latents`` (B, C, k, h, w) if given.
 
         ``grid`` is the latent (h, w) (or (t, h, w); t is ignored). ``snap`` returns the sign (+-1),
         i.e. quantised latents for ``VideoTokenizer.decode_latents``; else continuous latents.
+        ``contrasts`` are (captions, scale) pairs of motion guidance: each adds
+        ``scale * (v(caption) - v(contrast caption))`` to the guided velocity (:func:`flow.guided`).
         """
         if len(grid) not in (2, 3):
             raise ValueError(f"grid must be (h, w) or (t, h, w), got {grid}")
@@ -211,10 +214,13 @@ class DiTGenerator(nn.Module):
         generator = generator or torch.Generator().manual_seed(0)
         dev = self.mean.device
         cond_in = self.cond_input(cond_latents, B, T, h, w)
-        text_c = self.text(self.text.ids_tensor(text_ids, B, dev))
-        text_u = self.text(self.text.ids_tensor(None, B, dev))
-        model = flow.guided(lambda x, t: self.velocity(x, t, cond_in, text_c),
-                            lambda x, t: self.velocity(x, t, cond_in, text_u), guidance_scale)
+
+        def velocity(ids: TextIds) -> flow.Velocity:
+            text = self.text(self.text.ids_tensor(ids, B, dev))
+            return lambda x, t: self.velocity(x, t, cond_in, text)
+
+        model = flow.guided(velocity(text_ids), velocity(None), guidance_scale,
+                            [(velocity(ids), float(scale)) for ids, scale in contrasts if scale != 0])
         z = flow.sample_from_noise(model, (B, C, T, h, w), generator, steps=steps, shift=self.cfg.shift,
                                    device=dev, progress=progress)
         z = self.denormalize(z[:, :, k:])

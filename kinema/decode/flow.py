@@ -13,7 +13,7 @@ estimate. The network never knows how it is sampled: every function takes the mo
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -97,14 +97,26 @@ def sample_from_noise(model: Velocity, shape: tuple[int, ...], generator: torch.
     return sample(model, noise, steps, shift, progress)
 
 
-def guided(cond: Velocity, uncond: Velocity, scale: float) -> Velocity:
-    """Classifier-free guidance (Ho & Salimans, arXiv 2207.12598): v_u + s (v_c - v_u)."""
-    if scale == 1.0:
+def guided(cond: Velocity, uncond: Velocity, scale: float,
+           contrasts: Sequence[tuple[Velocity, float]] = ()) -> Velocity:
+    """Classifier-free guidance (Ho & Salimans, arXiv 2207.12598): v_u + s (v_c - v_u).
+
+    Each ``(contrast, m)`` adds ``m (v_c - v_contrast)``: away from a second prompt (motion guidance,
+    where the contrast is the caption with its motion reversed or standing still), the velocity-space
+    twin of the AR path's contrast logits (:mod:`kinema.decode.sampling`).
+    """
+    if scale == 1.0 and not contrasts:
         return cond
 
     def v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        vu = uncond(x, t)
-        return vu + scale * (cond(x, t) - vu)
+        vc = cond(x, t)
+        out = vc
+        if scale != 1.0:
+            vu = uncond(x, t)
+            out = vu + scale * (vc - vu)
+        for contrast, m in contrasts:
+            out = out + m * (vc - contrast(x, t))
+        return out
 
     return v
 
