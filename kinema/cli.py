@@ -87,10 +87,10 @@ def _guidance_options(p) -> None:
     p.add_argument("--motion-guidance", type=float, default=None,
                    help="on the latents --guidance-later covers, also guide away from the caption rewritten by "
                         "--motion-contrast, so the caption's motion is amplified (0: off; default: pipeline.json, "
-                        "4 for kinema-tiny)")
+                        "4 for kinema-tiny; with --backend dit: 0, and a given value guides every DiT step)")
     p.add_argument("--still-guidance", type=float, default=None,
                    help="beside --motion-guidance, at its own scale, also guide away from the caption with its "
-                        "bouncing and falling standing still (0: off; default: pipeline.json)")
+                        "bouncing and falling standing still (0: off; default: pipeline.json; with --backend dit: 0)")
     # the keys of kinema.decode.motion_contrast.CONTRASTS, not imported here: it loads torch
     p.add_argument("--motion-contrast", choices=("still", "reversed"), default=None,
                    help="motion guidance's contrast: the caption with its motion standing still, or with every "

@@ -32,7 +32,9 @@ Documented behaviour:
   row to every such window's batched forward. ``still_guidance=S`` (default
   ``PipelineConfig.still_guidance``, 0 = off) adds one more term and row beside it, at its own scale:
   away from the caption with its bouncing and falling standing still (the motions a slide reversal
-  cannot touch).
+  cannot touch). With ``backend="dit"`` both are velocity terms at every sampling step
+  (``kinema.decode.flow.guided``), and both default to 0 there: ``pipeline.json``'s values are the
+  AR path's.
 - With ``keep_partial=True`` Ctrl-C stops after the current window and returns what was made
   (``out.interrupted``); the CLI writes that as a valid mp4.
 """
