@@ -41,7 +41,7 @@ class PipelineConfig:
     seconds: float = 2.0  # default length to generate
     window_latents: int = 5  # latents per LM window (condition + new)
     cond_latents: int = 2  # latents carried into the next window (~1 s at 8 fps, 4x temporal)
-    dit_steps: int = 8  # Euler steps per window with backend="dit"
+    dit_steps: int = 8  # Euler steps per window with backend="dit" (kinema-tiny: 32)
     refine: bool = False  # default of the call's refine= (needs a diffusion_decoder component)
     refine_steps: int = 1  # diffusion decoder head steps with refine=True (1 = its posterior mean, best PSNR)
     decode_context: int = 8  # past latents re-decoded before each new window (bounded: flat cost). With the
