@@ -48,10 +48,10 @@
 #      three sessions through train.handoff_dir: steps 0 -> 5558, 5558 -> 8020 (45 min), 8020 -> 10000
 #      (41 min). Stages 6 and 6b, the previous shipped LM's lineage (shared spectrum), run only with
 #      WITH_PREVIOUS_LM=1: the shipped LM does not start from them ...................... ~3 h
-#   7. DiT (configs/diffusion/dit_small_long.yaml: 12000 steps on 1200 clips, then resumed to 20000 with
-#      train.steps=20000; 2 threads: encoding the clips ~25 min with two evaluations sharing the CPU,
-#      training 35 + 26 min; the DiT shipped before, configs/diffusion/dit_small.yaml, was 3000 steps
-#      on 400 clips, 13 min on 1 thread) ....................................................... ~86 min
+#   7. DiT (configs/diffusion/dit_small_long.yaml: 12000 steps on 1200 clips, then resumed to 20000 and
+#      to 28000 with train.steps=...; 2 threads: encoding the clips ~25 min with two evaluations sharing
+#      the CPU, training 35 + 26 + 28 min; the first DiT, configs/diffusion/dit_small.yaml, was 3000
+#      steps on 400 clips, 13 min on 1 thread) ................................................ ~115 min
 #   7b. diffusion decoder head (train_diffusion_decoder.py at 128x128, 1 thread): 2360 steps on 160
 #      clips (30 min), then resumed to 6000 steps on 400 clips with --temporal-weight 0.5 (38 min) .. ~68 min
 #   8. export bf16 weights into kinema/assets/kinema-tiny/
@@ -157,11 +157,12 @@ if [ "${WITH_LOCAL:-0}" = 1 ]; then  # the local-encoder lineage (README, "The c
 fi
 
 stage "7. DiT"
-# 12000 steps on the config's cosine, then resumed with the cosine stretched to 20000 steps (a warm restart
-# at 0.35x the peak LR), as the shipped DiT was trained
-if ! grep -qs step_00020000 runs/dit_small128_long/ds_checkpoints/latest; then
+# 12000 steps on the config's cosine, then resumed twice with the cosine stretched, to 20000 steps (a warm
+# restart at 0.35x the peak LR) and to 28000 (at 0.19x), as the shipped DiT was trained
+if ! grep -qs step_00028000 runs/dit_small128_long/ds_checkpoints/latest; then
     OMP_NUM_THREADS=2 python scripts/train_dit.py --config configs/diffusion/dit_small_long.yaml
     OMP_NUM_THREADS=2 python scripts/train_dit.py --config configs/diffusion/dit_small_long.yaml train.steps=20000
+    OMP_NUM_THREADS=2 python scripts/train_dit.py --config configs/diffusion/dit_small_long.yaml train.steps=28000
 fi
 
 stage "7b. diffusion decoder head"
