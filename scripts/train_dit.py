@@ -10,7 +10,8 @@ them with the video tokenizer (``encode_latents``, continuous) and the captions 
 tokenizer, and caches them in ``<run_dir>/latents.safetensors``; per-channel latent mean/std go into
 the model config. bf16 autocast, cosine LR, EMA (rank 0), NonFiniteGuard, metrics JSONL + loss
 curve, DeepSpeed checkpoints in ``<run_dir>/ds_checkpoints`` (a rerun resumes); the end writes ``<run_dir>/final``
-(save_pretrained, EMA weights, bf16).
+(save_pretrained, EMA weights, bf16). ``train.eval_clips=N`` keeps the cache's last N clips out of
+training and logs their flow loss (fixed noise and times, so steps compare) as ``eval_loss``.
 """
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ class DiTOptimConfig:
     ckpt_every: int = 200
     seed: int = 0
     max_minutes: float = 0.0  # 0: no limit
+    # the last eval_clips clips of the latent cache never train; every eval_every steps (and at the end)
+    # their flow loss under fixed noise, times and caption drops is logged as eval_loss (0: off)
+    eval_clips: int = 0
+    eval_every: int = 500
     stop_after: int = 0  # fault drills/tests: exit hard (code 17) right after the checkpoint of this step
     # fault drills/tests: these steps (counted from 1, as in metrics.jsonl) get a NaN loss, which the
     # non-finite guard must skip; never set it for real training
@@ -115,6 +120,22 @@ def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+@torch.no_grad()
+def heldout_loss(model: DiTGenerator, z: torch.Tensor, text: torch.Tensor, tc: DiTOptimConfig,
+                 device: torch.device | str) -> float:
+    """Mean flow loss of the held-out clips, each batch with the same noise, times and caption drops
+    at every evaluation, so values logged at different steps compare."""
+    total, n = 0.0, 0
+    for start in range(0, z.shape[0], tc.micro_batch_size):
+        zb, tb = z[start: start + tc.micro_batch_size], text[start: start + tc.micro_batch_size]
+        g = torch.Generator().manual_seed(1_000_003 + start)
+        ids = [[int(j) for j in row if j >= 0] for row in tb]
+        with autocast(device, enabled=tc.bf16):
+            total += float(model.loss(zb.to(device), ids, g)) * zb.shape[0]
+        n += zb.shape[0]
+    return total / n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, help="YAML (configs/diffusion/dit_*.yaml)")
@@ -145,8 +166,11 @@ def train(args) -> int:
     dist.barrier()
     data = load_tensors(run / "latents.safetensors")
     z, text = data["latents"], data["text"]  # (N, C, t, h, w), (N, M)
-    mean = z.mean(dim=(0, 2, 3, 4))
-    std = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
+    if not 0 <= tc.eval_clips < z.shape[0]:
+        raise ValueError(f"train.eval_clips must be in [0, {z.shape[0]}) for {z.shape[0]} clips, got {tc.eval_clips}")
+    n_train = z.shape[0] - tc.eval_clips  # clips [n_train, N) are held out for eval_loss
+    mean = z[:n_train].mean(dim=(0, 2, 3, 4))
+    std = z[:n_train].std(dim=(0, 2, 3, 4)).clamp_min(1e-3)
     try:
         mcfg = DiTGeneratorConfig.preset(cfg.preset, **{**cfg.model, "latent_channels": z.shape[1],
                                                         "text_vocab": int(data["text_vocab"][0]),
@@ -184,7 +208,7 @@ def train(args) -> int:
         # batch and noise draws are a pure function of (seed, rank, step), so a resumed run draws
         # exactly what the uninterrupted one would have (the client state holds rank 0's RNG only)
         g.manual_seed(int(np.random.SeedSequence([tc.seed, rank, step]).generate_state(1, np.uint64)[0]))
-        idx = torch.randint(0, z.shape[0], (tc.micro_batch_size,), generator=g)
+        idx = torch.randint(0, n_train, (tc.micro_batch_size,), generator=g)
         ids = [[int(j) for j in row if j >= 0] for row in text[idx]]
         with autocast(device, enabled=tc.bf16):
             loss = engine.module.loss(z[idx].to(device), ids, g)  # (ZeRO hooks sit on the submodules)
@@ -206,6 +230,8 @@ def train(args) -> int:
         elif step % tc.log_every == 0:
             logger.log(step, train_loss=float(loss), lr=engine.get_lr()[0])
             bar.set_postfix(loss=f"{float(loss):.4f}")
+        if tc.eval_clips and (step % tc.eval_every == 0 or step == tc.steps):
+            logger.log(step, eval_loss=heldout_loss(engine.module, z[n_train:], text[n_train:], tc, device))
         out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
         if step % tc.ckpt_every == 0 or step == tc.steps or step == tc.stop_after or out_of_time:
             client = {"step": step, "rng": rng_state(), **({"ema": ema.state_dict()} if ema is not None else {})}

@@ -105,3 +105,21 @@ def test_training_clips_never_carry_a_held_out_caption(tmp_path, monkeypatch):
     assert len(seeds) == 2 and data["latents"].shape[0] == 2 and first < seeds[0] < seeds[1]
     assert not any(is_heldout(sample_scene(s).caption) for s in seeds)
     assert all(is_heldout(sample_scene(s).caption) for s in range(first, seeds[0]))
+
+
+def test_held_out_clips_log_a_comparable_eval_loss(tmp_path):
+    """train.eval_clips keeps the cache's last clips out of training and logs their flow loss under fixed
+    noise at every eval step; an impossible count is refused with a clear message."""
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed not installed")
+    bad = subprocess.run(_cmd(tmp_path / "bad", "train.eval_clips=4"), env=_env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "train.eval_clips must be in [0, 4)" in bad.stderr
+    r = subprocess.run(_cmd(tmp_path / "run", "train.eval_clips=2", "train.eval_every=2", "train.lr=0.0"),
+                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [(x["step"], x["eval_loss"]) for x in recs if "eval_loss" in x]
+    assert [s for s, _ in evals] == [2, 4]
+    # learning rate 0: the weights never change, so the fixed-noise loss is the same number every time
+    assert evals[0][1] == evals[1][1] and evals[0][1] > 0
