@@ -131,7 +131,8 @@ class Pipeline:
         """The sampling options a call with these arguments uses: each ``None`` takes ``pipeline.json``'s
         value (refine only where a diffusion decoder exists, candidates above 1 only where a caption
         scorer exists; motion and still guidance only on the ``ar`` backend, whose values they were
-        tuned on: the DiT takes them when they are passed, and measured no gain from the AR's). ``guidance_later`` defaults to ``guidance_scale`` when that is given, so one
+        tuned on: the DiT takes them when they are passed, and measured no gain from the AR's).
+        ``guidance_later`` defaults to ``guidance_scale`` when that is given, so one
         scale passed alone applies to every latent, else to ``pipeline.json``'s; ``plausibility_later``
         follows ``guidance_plausibility`` the same way. Raises ValueError on a plausibility outside
         [0, 1), candidates below 1, or candidates above 1 asked for without a caption scorer."""

@@ -4,7 +4,7 @@
 
 Renders ``--clips`` synthetic clips from ``--first-seed`` on (held-out evaluation captions skipped, as
 in training), encodes them once into ``--cache``, and prints each model's mean rectified-flow loss on
-them with the same noise, times and caption drops (``train_dit.heldout_loss``), so the numbers compare
+them with the same noise, times and caption drops (``DiTGenerator.fixed_noise_loss``), so the numbers compare
 across checkpoints: whether longer training still generalises, which the noisy train loss cannot say.
 ``--train-cache`` adds the loss on a training run's own first clips, for the generalisation gap.
 Clips from seeds a run trained on are not unseen; training runs use seeds from 100000. JSON line last.
@@ -21,10 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_dit import DiTDataConfig, DiTOptimConfig, build_latents, heldout_loss  # noqa: E402
+from train_dit import DiTDataConfig, build_latents  # noqa: E402
 
 from kinema.checkpoint import load_tensors  # noqa: E402
 from kinema.decode.dit_generator import DiTGenerator  # noqa: E402
+from kinema.training import autocast  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_cache:
         d = load_tensors(args.train_cache)
         sets["train"] = {"latents": d["latents"][: args.clips], "text": d["text"][: args.clips]}
-    tc = DiTOptimConfig(micro_batch_size=args.batch)
     out = {}
     for m in args.models:
         model = DiTGenerator.from_pretrained(m).float()
-        out[m] = {name: heldout_loss(model, s["latents"], s["text"], tc, "cpu") for name, s in sets.items()}
+        with autocast("cpu", enabled=True):  # bf16, as in training (train.bf16)
+            out[m] = {name: model.fixed_noise_loss(s["latents"], s["text"], args.batch) for name, s in sets.items()}
         print(m, "  ".join(f"{k} {v:.4f}" for k, v in out[m].items()), flush=True)
     print(json.dumps({"clips": args.clips, "first_seed": args.first_seed, "loss": out}))
     return 0

@@ -32,7 +32,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinema.checkpoint import load_tensors, rng_state, save_tensors, set_rng_state  # noqa: E402
 from kinema.config import load_config, save_config  # noqa: E402
-from kinema.decode.dit_generator import DiTGenerator, DiTGeneratorConfig  # noqa: E402
+from kinema.decode.dit_generator import DiTGenerator, DiTGeneratorConfig, caption_lists  # noqa: E402
 from kinema.distributed import all_finite, deepspeed_config, init_distributed  # noqa: E402
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
 from kinema.training import EMA, MetricsLogger, NonFiniteGuard, autocast, cosine_lr  # noqa: E402
@@ -67,6 +67,10 @@ class DiTOptimConfig:
     # their flow loss under fixed noise, times and caption drops is logged as eval_loss (0: off)
     eval_clips: int = 0
     eval_every: int = 500
+
+    def __post_init__(self) -> None:
+        if self.eval_every < 1:
+            raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
     stop_after: int = 0  # fault drills/tests: exit hard (code 17) right after the checkpoint of this step
     # fault drills/tests: these steps (counted from 1, as in metrics.jsonl) get a NaN loss, which the
     # non-finite guard must skip; never set it for real training
@@ -118,22 +122,6 @@ def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
            "text_vocab": torch.tensor([tt.vocab_size])}
     save_tensors(path, out)
     return out
-
-
-@torch.no_grad()
-def heldout_loss(model: DiTGenerator, z: torch.Tensor, text: torch.Tensor, tc: DiTOptimConfig,
-                 device: torch.device | str) -> float:
-    """Mean flow loss of the held-out clips, each batch with the same noise, times and caption drops
-    at every evaluation, so values logged at different steps compare."""
-    total, n = 0.0, 0
-    for start in range(0, z.shape[0], tc.micro_batch_size):
-        zb, tb = z[start: start + tc.micro_batch_size], text[start: start + tc.micro_batch_size]
-        g = torch.Generator().manual_seed(1_000_003 + start)
-        ids = [[int(j) for j in row if j >= 0] for row in tb]
-        with autocast(device, enabled=tc.bf16):
-            total += float(model.loss(zb.to(device), ids, g)) * zb.shape[0]
-        n += zb.shape[0]
-    return total / n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,7 +197,7 @@ def train(args) -> int:
         # exactly what the uninterrupted one would have (the client state holds rank 0's RNG only)
         g.manual_seed(int(np.random.SeedSequence([tc.seed, rank, step]).generate_state(1, np.uint64)[0]))
         idx = torch.randint(0, n_train, (tc.micro_batch_size,), generator=g)
-        ids = [[int(j) for j in row if j >= 0] for row in text[idx]]
+        ids = caption_lists(text[idx])
         with autocast(device, enabled=tc.bf16):
             loss = engine.module.loss(z[idx].to(device), ids, g)  # (ZeRO hooks sit on the submodules)
         if step + 1 in tc.inject_nonfinite_at:
@@ -231,7 +219,9 @@ def train(args) -> int:
             logger.log(step, train_loss=float(loss), lr=engine.get_lr()[0])
             bar.set_postfix(loss=f"{float(loss):.4f}")
         if tc.eval_clips and (step % tc.eval_every == 0 or step == tc.steps):
-            logger.log(step, eval_loss=heldout_loss(engine.module, z[n_train:], text[n_train:], tc, device))
+            with autocast(device, enabled=tc.bf16):
+                eval_loss = engine.module.fixed_noise_loss(z[n_train:], text[n_train:], tc.micro_batch_size)
+            logger.log(step, eval_loss=eval_loss)
         out_of_time = tc.max_minutes > 0 and (time.time() - t0) / 60 > tc.max_minutes
         if step % tc.ckpt_every == 0 or step == tc.steps or step == tc.stop_after or out_of_time:
             client = {"step": step, "rng": rng_state(), **({"ema": ema.state_dict()} if ema is not None else {})}

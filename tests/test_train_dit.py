@@ -123,3 +123,10 @@ def test_held_out_clips_log_a_comparable_eval_loss(tmp_path):
     assert [s for s, _ in evals] == [2, 4]
     # learning rate 0: the weights never change, so the fixed-noise loss is the same number every time
     assert evals[0][1] == evals[1][1] and evals[0][1] > 0
+
+
+def test_eval_every_below_one_is_refused_before_any_work(tmp_path):
+    r = subprocess.run(_cmd(tmp_path / "run", "train.eval_every=0"), env=_env(), cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 2 and "train.eval_every must be >= 1" in r.stderr
+    assert not (tmp_path / "run").exists()  # refused before the run directory or the latent cache

@@ -66,6 +66,11 @@ class DiTGeneratorConfig:
         return DiTGeneratorConfig(**{**presets[name], **overrides})
 
 
+def caption_lists(text: torch.Tensor) -> list[list[int]]:
+    """Padded caption ids (N, M), -1 = pad (the training cache's format) -> one id list per caption."""
+    return [[int(j) for j in row if j >= 0] for row in text]
+
+
 class TextEncoder(nn.Module):
     """Sentencepiece ids (B, M) -> tokens (B, M, dim) and a pooled vector (B, dim)."""
 
@@ -182,6 +187,19 @@ class DiTGenerator(nn.Module):
         return flow.flow_loss(lambda x, t: self.velocity(x, t, cond_in, text), self.normalize(z), generator,
                               weight=weight)
 
+    @torch.no_grad()
+    def fixed_noise_loss(self, z: torch.Tensor, text: torch.Tensor, batch_size: int = 8) -> float:
+        """Mean :meth:`loss` over clips z (N, C, t, h, w) with captions ``text`` (N, M; -1 = pad, the
+        training cache's format), each batch drawing the same noise, times and caption drops every call,
+        so values from different checkpoints or training steps compare (held-out loss)."""
+        total = 0.0
+        for start in range(0, z.shape[0], batch_size):
+            zb = z[start: start + batch_size]
+            g = torch.Generator().manual_seed(1_000_003 + start)
+            ids = caption_lists(text[start: start + batch_size])
+            total += float(self.loss(zb.to(self.mean.device), ids, g)) * zb.shape[0]
+        return total / z.shape[0]
+
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def generate(self, text_ids: TextIds, num_latent_frames: int, grid: tuple[int, ...], guidance_scale: float = 3.0,
@@ -259,4 +277,4 @@ class DiTGenerator(nn.Module):
         return model.eval()
 
 
-__all__ = ["DiTGenerator", "DiTGeneratorConfig", "TextEncoder"]
+__all__ = ["DiTGenerator", "DiTGeneratorConfig", "TextEncoder", "caption_lists"]
