@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.seconds * a.fps < 9:
         raise SystemExit("--seconds x --fps must give at least 9 frames (two latents to show, one to make)")
 
-    torch.set_grad_enabled(False)
     vt, tt = VideoTokenizer.from_pretrained(), TextTokenizer.from_pretrained()
     gen = DiTGenerator.from_pretrained(a.dit)
     captions = heldout_prompts(a.prompts, exclude=manifest_captions(a.exclude) if a.exclude else None)
@@ -82,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     roundtrip = []
     for i, (frames, caption) in enumerate(tqdm(renders, desc="DiT motion")):
         latents = render_latents(vt, frames)
-        roundtrip.append(to_uint8(vt.decode_latents(latents)[0, :, :frames.shape[0]]))
+        with torch.no_grad():
+            roundtrip.append(to_uint8(vt.decode_latents(latents)[0, :, :frames.shape[0]]))
         for name, k in GIVEN.items():
             made[name].append(continue_render(gen, vt, tt.encode(caption), latents, k, frames.shape[0],
                                               a.steps, a.guidance, seed=i))

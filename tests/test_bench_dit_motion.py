@@ -1,29 +1,20 @@
 """scripts/bench_dit_motion.py: given latents come back exactly as the tokenizer decodes them, the DiT
 makes the rest, and every condition is judged."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from kinema.data.synthetic import generate
 from kinema.decode.dit_generator import DiTGenerator
 from kinema.tokenizers.text import TextTokenizer
 from kinema.tokenizers.video import VideoTokenizer
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_dit_motion.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("bench_dit_motion", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def test_given_latents_are_kept_and_the_rest_is_generated():
-    mod = _script()
+    mod = load_script("bench_dit_motion")
     vt, tt, gen = VideoTokenizer.from_pretrained(), TextTokenizer.from_pretrained(), DiTGenerator.from_pretrained()
     clip = generate(7, size=(64, 64), fps=8.0, seconds=13 / 8)
     frames = clip.frames[:13]
@@ -38,14 +29,15 @@ def test_given_latents_are_kept_and_the_rest_is_generated():
 
 
 def test_judges_every_condition(tmp_path, capsys):
-    assert _script().main(["--prompts", "1", "--seconds", "1.125", "--size", "64", "--steps", "1",
+    assert load_script("bench_dit_motion").main(["--prompts", "1", "--seconds", "1.125", "--size", "64", "--steps", "1",
                            "--out", str(tmp_path)]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["prompts"] == 1 and (tmp_path / "result.json").is_file()
+    assert torch.is_grad_enabled()  # the bench turns gradients off only around its own work
     for name in ("tokenizer round trip", "text only", "first latent given", "first two latents given"):
         assert 0.0 <= res[name]["color_alignment"] <= 1.0
 
 
 def test_too_short_a_clip_is_refused():
     with pytest.raises(SystemExit, match="at least 9 frames"):
-        _script().main(["--seconds", "0.5"])
+        load_script("bench_dit_motion").main(["--seconds", "0.5"])
