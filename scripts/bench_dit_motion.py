@@ -37,13 +37,18 @@ from kinema.tokenizers.video import VideoTokenizer, pad_frames  # noqa: E402
 KEYS = ("prompt_alignment", "color_alignment", "shape_accuracy", "motion_correct", "motion_by_kind",
         "slide_speed_px_per_frame", "persistence_frames")
 GIVEN = {"text only": 0, "first latent given": 1, "first two latents given": 2}
-JUDGED_FROM = 5  # frames 0-4 are the first two latents: given in one condition, so judged in none
 
 
 @torch.no_grad()
 def render_latents(vt: VideoTokenizer, frames: torch.Tensor) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> the tokenizer's quantised latents (1, C, t, h, w) of the frames."""
     return vt.codes_to_latents(vt.encode(pad_frames(to_model(frames))))
+
+
+@torch.no_grad()
+def decode_frames(vt: VideoTokenizer, latents: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Quantised latents (1, C, t, h, w) -> their first ``n_frames`` decoded frames, uint8 (n, H, W, 3)."""
+    return to_uint8(vt.decode_latents(latents)[0, :, :n_frames])
 
 
 @torch.no_grad()
@@ -54,7 +59,7 @@ def continue_render(gen: DiTGenerator, vt: VideoTokenizer, ids: list[int], laten
     cond = latents[:, :, :given] if given else None
     z = gen.generate_long([ids], t - given, grid, window=5, cond_latents=cond, guidance_scale=guidance, steps=steps,
                           generator=torch.Generator().manual_seed(seed))
-    return to_uint8(vt.decode_latents(torch.cat([latents[:, :, :given], z], dim=2))[0, :, :n_frames])
+    return decode_frames(vt, torch.cat([latents[:, :, :given], z], dim=2), n_frames)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     roundtrip = []
     for i, (frames, caption) in enumerate(tqdm(renders, desc="DiT motion")):
         latents = render_latents(vt, frames)
-        with torch.no_grad():
-            roundtrip.append(to_uint8(vt.decode_latents(latents)[0, :, :frames.shape[0]]))
+        roundtrip.append(decode_frames(vt, latents, frames.shape[0]))
         for name, k in GIVEN.items():
             made[name].append(continue_render(gen, vt, tt.encode(caption), latents, k, frames.shape[0],
                                               a.steps, a.guidance, seed=i))
+    # frames decoded from the most latents any condition is given (0-4 for two) are judged in none
+    judged_from = 1 + vt.temporal_factor * (max(GIVEN.values()) - 1)
     res: dict = {"prompts": len(prompts), "seconds": a.seconds, "dit_steps": a.steps, "guidance": a.guidance}
     for name, clips in {"tokenizer round trip": roundtrip, **made}.items():
-        scores = judge([c[JUDGED_FROM:] for c in clips], prompts, a.fps)
+        scores = judge([c[judged_from:] for c in clips], prompts, a.fps)
         res[name] = {k: scores[k] for k in KEYS}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

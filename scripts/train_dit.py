@@ -67,14 +67,14 @@ class DiTOptimConfig:
     # their flow loss under fixed noise, times and caption drops is logged as eval_loss (0: off)
     eval_clips: int = 0
     eval_every: int = 500
-
-    def __post_init__(self) -> None:
-        if self.eval_every < 1:
-            raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
     stop_after: int = 0  # fault drills/tests: exit hard (code 17) right after the checkpoint of this step
     # fault drills/tests: these steps (counted from 1, as in metrics.jsonl) get a NaN loss, which the
     # non-finite guard must skip; never set it for real training
     inject_nonfinite_at: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.eval_every < 1:
+            raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
 
 
 @dataclass

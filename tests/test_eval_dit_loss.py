@@ -1,6 +1,5 @@
 """scripts/eval_dit_loss.py: the same clips and noise give the same loss; a missing model is a clear error."""
 import json
-from pathlib import Path
 
 import torch
 from conftest import load_script
@@ -8,7 +7,6 @@ from conftest import load_script
 from kinema.decode.dit_generator import DiTGenerator, DiTGeneratorConfig
 from kinema.tokenizers.text import TextTokenizer
 from kinema.tokenizers.video import VideoTokenizer
-
 
 
 def test_scores_models_on_unseen_clips_reproducibly(tmp_path, capsys):
