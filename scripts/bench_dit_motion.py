@@ -76,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.seconds * a.fps < 9:
         raise SystemExit("--seconds x --fps must give at least 9 frames (two latents to show, one to make)")
+    if a.prompts < 1:
+        raise SystemExit("--prompts must be at least 1")
+    if a.dit is not None and not (Path(a.dit) / "config.json").is_file():
+        raise SystemExit(f"no DiT at {a.dit} (expected a save_pretrained directory)")
 
     vt, tt = VideoTokenizer.from_pretrained(), TextTokenizer.from_pretrained()
     gen = DiTGenerator.from_pretrained(a.dit)

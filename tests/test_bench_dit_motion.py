@@ -40,3 +40,11 @@ def test_judges_every_condition(tmp_path, capsys):
 def test_too_short_a_clip_is_refused():
     with pytest.raises(SystemExit, match="at least 9 frames"):
         load_script("bench_dit_motion").main(["--seconds", "0.5"])
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="--prompts must be at least 1"):
+        load_script("bench_dit_motion").main(["--prompts", "0", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="no DiT at"):
+        load_script("bench_dit_motion").main(["--dit", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
