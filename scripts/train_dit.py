@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kinema.checkpoint import load_tensors, rng_state, save_tensors, set_rng_state  # noqa: E402
 from kinema.config import load_config, save_config  # noqa: E402
 from kinema.decode.dit_generator import DiTGenerator, DiTGeneratorConfig, caption_lists  # noqa: E402
+from kinema.decode.dit_grow import deepen_dit  # noqa: E402
 from kinema.distributed import all_finite, deepspeed_config, init_distributed  # noqa: E402
 from kinema.errors import ConfigError, KinemaError  # noqa: E402
 from kinema.training import EMA, MetricsLogger, NonFiniteGuard, autocast, cosine_lr  # noqa: E402
@@ -63,6 +64,9 @@ class DiTOptimConfig:
     ckpt_every: int = 200
     seed: int = 0
     max_minutes: float = 0.0  # 0: no limit
+    # a DiT model directory whose weights start a new run (not a resumed one); a config deeper than it
+    # grows it first with kinema.decode.dit_grow.deepen_dit, which leaves its predictions unchanged
+    init_from: str = ""
     # the last eval_clips clips of the latent cache never train; every eval_every steps (and at the end)
     # their flow loss under fixed noise, times and caption drops is logged as eval_loss (0: off)
     eval_clips: int = 0
@@ -124,6 +128,38 @@ def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def load_init(init_from: str, mcfg: DiTGeneratorConfig, unknown: tuple[str, ...] = ()) -> DiTGenerator:
+    """The trained DiT in ``init_from``, checked against ``mcfg``: every shape entry must match (``unknown``
+    ones are not compared, e.g. those the latent cache decides) and the depth may only grow."""
+    if not (Path(init_from) / "config.json").is_file():
+        raise ConfigError(f"train.init_from: {init_from} is not a DiT model directory (no config.json)")
+    init = DiTGenerator.from_pretrained(init_from).float().train()
+    skip = {"depth", "latent_mean", "latent_std", "text_drop", "cond_prob", "shift", *unknown}
+
+    def norm(v):  # JSON gives lists where the config has tuples
+        return tuple(v) if isinstance(v, (list, tuple)) else v
+    have, want = asdict(init.cfg), asdict(mcfg)
+    diff = [f"{k}: {have[k]} vs {want[k]}" for k in want if k not in skip and norm(have[k]) != norm(want[k])]
+    if diff:
+        raise ConfigError(f"train.init_from {init_from} does not match the config ({'; '.join(diff)})")
+    if mcfg.depth < init.cfg.depth:
+        raise ConfigError(f"train.init_from {init_from} has depth {init.cfg.depth}; the config asks for "
+                          f"{mcfg.depth} (a model can be grown, not cut)")
+    return init
+
+
+def initial_model(mcfg: DiTGeneratorConfig, init_from: str = "") -> DiTGenerator:
+    """A fresh DiT for ``mcfg``, or (``init_from``) a trained one, grown to ``mcfg.depth`` if that is deeper
+    (:func:`kinema.decode.dit_grow.deepen_dit`). A trained model keeps its own latent statistics (its
+    weights were fitted to them); its caption drop, conditioning rate and shift follow ``mcfg``."""
+    if not init_from:
+        return DiTGenerator(mcfg)
+    init = load_init(init_from, mcfg)
+    for k in ("text_drop", "cond_prob", "shift"):
+        setattr(init.cfg, k, getattr(mcfg, k))
+    return deepen_dit(init, mcfg.depth) if mcfg.depth > init.cfg.depth else init
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, help="YAML (configs/diffusion/dit_*.yaml)")
@@ -148,6 +184,12 @@ def train(args) -> int:
     rank, world, device = init_distributed()
     log = print if rank == 0 else (lambda *a, **k: None)
 
+    if tc.init_from:  # refuse a model that does not fit before any clip is rendered
+        try:
+            shape = DiTGeneratorConfig.preset(cfg.preset, **cfg.model)
+        except TypeError as e:
+            raise ConfigError(f"model: {e}") from None
+        load_init(tc.init_from, shape, unknown=("latent_channels", "text_vocab"))
     run.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         build_latents(cfg.data, run / "latents.safetensors")
@@ -166,7 +208,8 @@ def train(args) -> int:
     except TypeError as e:
         raise ConfigError(f"model: {e}") from None
     torch.manual_seed(tc.seed)
-    model = DiTGenerator(mcfg)
+    model = initial_model(mcfg, tc.init_from)
+    mcfg = model.cfg
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, 1.0, tc.warmup, tc.steps))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched, config=ds_cfg)

@@ -130,3 +130,35 @@ def test_eval_every_below_one_is_refused_before_any_work(tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 2 and "train.eval_every must be >= 1" in r.stderr
     assert not (tmp_path / "run").exists()  # refused before the run directory or the latent cache
+
+
+def test_init_from_grows_a_trained_dit_without_changing_its_loss(tmp_path):
+    """train.init_from starts a run from a trained DiT; a deeper config grows it first, and at learning rate 0
+    the grown model's held-out loss is the trained model's. A directory that does not fit is refused."""
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed not installed")
+    first = subprocess.run(_cmd(tmp_path / "a", "train.steps=2"), env=_env(), cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    trained = tmp_path / "a" / "final"
+    grown = subprocess.run(_cmd(tmp_path / "b", f"train.init_from={trained}", "model.depth=3", "train.lr=0.0",
+                                "train.bf16=false", "train.eval_clips=2", "train.eval_every=2", "train.steps=2"),
+                           env=_env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    logged = [x["eval_loss"] for x in recs if "eval_loss" in x]
+    cache = load_file(str(tmp_path / "b" / "latents.safetensors"))
+    base = DiTGenerator.from_pretrained(trained).float()
+    expected = base.fixed_noise_loss(cache["latents"][2:], cache["text"][2:], 2)
+    assert len(logged) == 1 and logged[0] == pytest.approx(expected, abs=1e-5)
+    out = DiTGenerator.from_pretrained(tmp_path / "b" / "final")
+    assert out.cfg.depth == 3 and base.cfg.depth == 2 and out.cfg.latent_std == base.cfg.latent_std
+
+    for bad, message in ((("model.dim=64",), "does not match the config (dim: 32 vs 64"),
+                         (("model.depth=1",), "a model can be grown, not cut"),
+                         ((), "is not a DiT model directory")):
+        src = trained if bad else tmp_path / "nowhere"
+        r = subprocess.run(_cmd(tmp_path / "c", f"train.init_from={src}", *bad), env=_env(), cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and not (tmp_path / "c").exists()  # refused before any clip

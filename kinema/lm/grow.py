@@ -32,7 +32,7 @@ def growth_plan(old_layers: int, new_layers: int) -> list[int | None]:
     New blocks are spread evenly: the j-th new one goes after trained block ``j * old // added``.
     """
     if old_layers <= 0 or new_layers < old_layers:
-        raise ConfigError(f"can only deepen an LM: {old_layers} -> {new_layers} layers")
+        raise ConfigError(f"can only deepen a model: {old_layers} -> {new_layers} layers")
     added = new_layers - old_layers
     after = [0] * old_layers
     for j in range(added):
