@@ -67,6 +67,9 @@ class DiTOptimConfig:
     # a DiT model directory whose weights start a new run (not a resumed one); a config deeper than it
     # grows it first with kinema.decode.dit_grow.deepen_dit, which leaves its predictions unchanged
     init_from: str = ""
+    # extra flow-loss weight on latent positions with object pixels (kinema.data.object_mask; the loss
+    # weight there is 1 + object_weight), as the tokenizer's second stage weights object pixels; 0: off
+    object_weight: float = 0.0
     # the last eval_clips clips of the latent cache never train; every eval_every steps (and at the end)
     # their flow loss under fixed noise, times and caption drops is logged as eval_loss (0: off)
     eval_clips: int = 0
@@ -79,6 +82,8 @@ class DiTOptimConfig:
     def __post_init__(self) -> None:
         if self.eval_every < 1:
             raise ValueError(f"train.eval_every must be >= 1, got {self.eval_every}")
+        if self.object_weight < 0:
+            raise ValueError(f"train.object_weight must be >= 0, got {self.object_weight}")
 
 
 @dataclass
@@ -125,6 +130,26 @@ def build_latents(cfg: DiTDataConfig, path: Path) -> dict[str, torch.Tensor]:
     out = {"latents": torch.stack(zs).float(), "text": text, "seeds": torch.tensor(seeds),
            "text_vocab": torch.tensor([tt.vocab_size])}
     save_tensors(path, out)
+    return out
+
+
+def build_object_masks(cfg: DiTDataConfig, seeds: torch.Tensor, grid: tuple[int, int, int], path: Path) -> torch.Tensor:
+    """(N, t, h, w) bool: the latent positions with object pixels of each cached clip, rendered again from
+    its seed (the cache keeps latents, not frames), cached in ``path``."""
+    if path.is_file():
+        masks = load_tensors(path)["masks"]
+        if masks.shape == (len(seeds), *grid):
+            return masks.bool()
+    from kinema.data.object_mask import latent_object_mask
+    from kinema.data.synthetic import render, sample_scene
+
+    masks = []
+    for seed in tqdm(seeds.tolist(), desc="object masks"):
+        c = render(sample_scene(int(seed), aspect=cfg.size[0] / cfg.size[1]), tuple(cfg.size), cfg.fps,
+                   cfg.frames / cfg.fps)
+        masks.append(latent_object_mask(c.frames[: cfg.frames], grid))
+    out = torch.stack(masks)
+    save_tensors(path, {"masks": out.to(torch.uint8)})
     return out
 
 
@@ -196,6 +221,12 @@ def train(args) -> int:
     dist.barrier()
     data = load_tensors(run / "latents.safetensors")
     z, text = data["latents"], data["text"]  # (N, C, t, h, w), (N, M)
+    masks = None
+    if tc.object_weight > 0:
+        if rank == 0:
+            build_object_masks(cfg.data, data["seeds"], tuple(z.shape[2:]), run / "object_masks.safetensors")
+        dist.barrier()
+        masks = build_object_masks(cfg.data, data["seeds"], tuple(z.shape[2:]), run / "object_masks.safetensors")
     if not 0 <= tc.eval_clips < z.shape[0]:
         raise ValueError(f"train.eval_clips must be in [0, {z.shape[0]}) for {z.shape[0]} clips, got {tc.eval_clips}")
     n_train = z.shape[0] - tc.eval_clips  # clips [n_train, N) are held out for eval_loss
@@ -241,8 +272,9 @@ def train(args) -> int:
         g.manual_seed(int(np.random.SeedSequence([tc.seed, rank, step]).generate_state(1, np.uint64)[0]))
         idx = torch.randint(0, n_train, (tc.micro_batch_size,), generator=g)
         ids = caption_lists(text[idx])
-        with autocast(device, enabled=tc.bf16):
-            loss = engine.module.loss(z[idx].to(device), ids, g)  # (ZeRO hooks sit on the submodules)
+        weight = None if masks is None else (1 + tc.object_weight * masks[idx].float()).to(device)
+        with autocast(device, enabled=tc.bf16):  # (ZeRO hooks sit on the submodules)
+            loss = engine.module.loss(z[idx].to(device), ids, g, position_weight=weight)
         if step + 1 in tc.inject_nonfinite_at:
             loss = loss * float("nan")  # fault drill
         skipped = not all_finite(loss, world)

@@ -146,3 +146,27 @@ def test_pipeline_dit_backend_runs_windows_and_continues():
     assert pipe.sampling_options(backend="dit")["motion_guidance"] == 0.0
     assert pipe.sampling_options(backend="ar")["motion_guidance"] == 8.0
     assert torch.equal(pipe("a red circle sliding left", **kw).tokens["video"], slide[0])
+
+
+def test_position_weight_scales_the_loss_per_latent_position():
+    torch.manual_seed(0)
+    m = DiTGenerator(DiTGeneratorConfig.preset("tiny", latent_channels=4, text_vocab=50, patch=(1, 2, 2))).eval()
+    with torch.no_grad():  # off the adaLN-zero init, so the prediction depends on the input
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    z = torch.randn(2, 4, 3, 4, 4)
+    ids = [[3, 4], [5]]
+    with torch.no_grad():
+        plain = m.loss(z, ids, torch.Generator().manual_seed(2), context_frames=1)
+        ones = m.loss(z, ids, torch.Generator().manual_seed(2), context_frames=1,
+                      position_weight=torch.ones(2, 3, 4, 4))
+        torch.testing.assert_close(ones, plain, rtol=0, atol=1e-6)
+        w = torch.zeros(2, 3, 4, 4)
+        w[:, 1, 0, 0] = 1.0  # one position of the first generated latent
+        one = m.loss(z, ids, torch.Generator().manual_seed(2), context_frames=1, position_weight=w)
+        w[:, 0] = 5.0  # the given latent stays out of the loss whatever its weight
+        same = m.loss(z, ids, torch.Generator().manual_seed(2), context_frames=1, position_weight=w)
+    torch.testing.assert_close(same, one, rtol=0, atol=1e-6)
+    assert float(one) != pytest.approx(float(plain), rel=1e-3)
+    with pytest.raises(ValueError, match="position_weight must be"):
+        m.loss(z, ids, position_weight=torch.ones(2, 3, 4))

@@ -60,3 +60,4 @@ def test_new_blocks_copy_the_block_below_and_learn():
 def test_a_dit_cannot_be_made_shallower():
     with pytest.raises(ConfigError, match="deepen"):
         deepen_dit(_trained_like(depth=3), 2)
+

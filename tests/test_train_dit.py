@@ -162,3 +162,20 @@ def test_init_from_grows_a_trained_dit_without_changing_its_loss(tmp_path):
                            capture_output=True, text=True, timeout=600)
         assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
         assert "Traceback" not in r.stderr and not (tmp_path / "c").exists()  # refused before any clip
+
+
+def test_object_weight_renders_masks_once_and_is_refused_below_zero(tmp_path):
+    """train.object_weight weights the flow loss on the clips' object positions: the masks are rendered
+    again from the cache's seeds into <run_dir>/object_masks.safetensors (latent grid, a few objects each)."""
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed not installed")
+    bad = subprocess.run(_cmd(tmp_path / "bad", "train.object_weight=-1"), env=_env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "train.object_weight must be >= 0" in bad.stderr
+    r = subprocess.run(_cmd(tmp_path / "run", "train.object_weight=4", "train.steps=2"), env=_env(), cwd=REPO,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    masks = load_file(str(tmp_path / "run" / "object_masks.safetensors"))["masks"]
+    latents = load_file(str(tmp_path / "run" / "latents.safetensors"))["latents"]
+    assert masks.shape == (latents.shape[0], *latents.shape[2:])
+    assert 0 < masks.float().mean() < 0.6

@@ -161,12 +161,15 @@ class DiTGenerator(nn.Module):
 
     # ------------------------------------------------------------------ training
     def loss(self, z: torch.Tensor, text_ids: TextIds, generator: torch.Generator | None = None,
-             context_frames: int | None = None) -> torch.Tensor:
+             context_frames: int | None = None, position_weight: torch.Tensor | None = None) -> torch.Tensor:
         """Rectified-flow loss on continuous latents z (B, C, t, h, w); random text drop and leading
         conditioning frames (masked out of the loss): ``context_frames`` of them, or (None) a random
-        number up to ``max_cond_frames`` with probability ``cond_prob``."""
+        number up to ``max_cond_frames`` with probability ``cond_prob``. ``position_weight`` (B, t, h, w),
+        optional, weights each latent position (e.g. more where the objects are)."""
         self._check_latents(z, "latents")
         B, C, T, h, w = z.shape
+        if position_weight is not None and tuple(position_weight.shape) != (B, T, h, w):
+            raise ValueError(f"position_weight must be {(B, T, h, w)}, got {tuple(position_weight.shape)}")
         ids = self.text.ids_tensor(text_ids, B, z.device)
         drop = torch.rand(B, generator=generator) < self.cfg.text_drop
         ids[drop.to(ids.device)] = self.text.pad_id
@@ -183,6 +186,8 @@ class DiTGenerator(nn.Module):
         cond_in = self.cond_input(z, B, T, h, w)
         cond_in = cond_in * is_cond[:, None, :, None, None]
         weight = (~is_cond).float()[:, None, :, None, None]  # (B, 1, T, 1, 1)
+        if position_weight is not None:
+            weight = weight * position_weight.to(weight)[:, None]  # (B, 1, T, h, w)
         text = self.text(ids)
         return flow.flow_loss(lambda x, t: self.velocity(x, t, cond_in, text), self.normalize(z), generator,
                               weight=weight)
