@@ -12,6 +12,9 @@ the model config. bf16 autocast, cosine LR, EMA (rank 0), NonFiniteGuard, metric
 curve, DeepSpeed checkpoints in ``<run_dir>/ds_checkpoints`` (a rerun resumes); the end writes ``<run_dir>/final``
 (save_pretrained, EMA weights, bf16). ``train.eval_clips=N`` keeps the cache's last N clips out of
 training and logs their flow loss (fixed noise and times, so steps compare) as ``eval_loss``.
+``train.init_from=DIR`` starts a new run from a trained DiT, grown first (``kinema.decode.dit_grow``) when
+the config is deeper; ``train.object_weight=w`` weights the loss 1 + w on latent positions that show an
+object (``kinema.data.object_mask``; masks rendered again from the cache's seeds).
 """
 from __future__ import annotations
 
