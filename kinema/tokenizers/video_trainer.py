@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from kinema.checkpoint import CheckpointManager, rng_state, set_rng_state
 from kinema.config import to_dict
+from kinema.data.object_mask import object_pixels
 from kinema.errors import ConfigError
 from kinema.tokenizers.video import VideoTokenizer, VideoTokenizerConfig
 from kinema.tokenizers.video_discriminator import Discriminator3d, LeCAM, d_hinge_loss, g_hinge_loss
@@ -118,9 +119,7 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, l2_weight: float, 
     err = (x_hat - x).abs() + l2_weight * (x_hat - x) ** 2
     if object_weight <= 0:
         return err.mean()
-    med = x.flatten(2).median(dim=2).values[:, :, None, None, None]  # (B, 3, 1, 1, 1)
-    fg = ((x - med).abs().amax(dim=1, keepdim=True) > 0.1).float()  # (B, 1, T, H, W)
-    w = 1 + object_weight * fg
+    w = 1 + object_weight * object_pixels(x, 0.1).float()  # (B, 1, T, H, W)
     return (err * w).sum() / (w.sum() * 3)
 
 
