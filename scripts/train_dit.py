@@ -156,12 +156,9 @@ def build_object_masks(cfg: DiTDataConfig, seeds: torch.Tensor, grid: tuple[int,
     return out
 
 
-def load_init(init_from: str, mcfg: DiTGeneratorConfig, unknown: tuple[str, ...] = ()) -> DiTGenerator:
-    """The trained DiT in ``init_from``, checked against ``mcfg``: every shape entry must match (``unknown``
-    ones are not compared, e.g. those the latent cache decides) and the depth may only grow."""
-    if not (Path(init_from) / "config.json").is_file():
-        raise ConfigError(f"train.init_from: {init_from} is not a DiT model directory (no config.json)")
-    init = DiTGenerator.from_pretrained(init_from).float().train()
+def check_init(init: DiTGenerator, init_from: str, mcfg: DiTGeneratorConfig, unknown: tuple[str, ...] = ()) -> None:
+    """Refuse a trained DiT that does not fit ``mcfg``: every shape entry must match (``unknown`` ones are
+    not compared, e.g. those the latent cache decides) and the depth may only grow."""
     skip = {"depth", "latent_mean", "latent_std", "text_drop", "cond_prob", "shift", *unknown}
 
     def norm(v):  # JSON gives lists where the config has tuples
@@ -173,16 +170,25 @@ def load_init(init_from: str, mcfg: DiTGeneratorConfig, unknown: tuple[str, ...]
     if mcfg.depth < init.cfg.depth:
         raise ConfigError(f"train.init_from {init_from} has depth {init.cfg.depth}; the config asks for "
                           f"{mcfg.depth} (a model can be grown, not cut)")
+
+
+def load_init(init_from: str, shape: DiTGeneratorConfig) -> DiTGenerator:
+    """The trained DiT in ``init_from``, checked against the config's model ``shape`` (latent channels and
+    text vocabulary, which the latent cache decides, are checked by :func:`initial_model`)."""
+    if not (Path(init_from) / "config.json").is_file():
+        raise ConfigError(f"train.init_from: {init_from} is not a DiT model directory (no config.json)")
+    init = DiTGenerator.from_pretrained(init_from).float().train()
+    check_init(init, init_from, shape, unknown=("latent_channels", "text_vocab"))
     return init
 
 
-def initial_model(mcfg: DiTGeneratorConfig, init_from: str = "") -> DiTGenerator:
-    """A fresh DiT for ``mcfg``, or (``init_from``) a trained one, grown to ``mcfg.depth`` if that is deeper
-    (:func:`kinema.decode.dit_grow.deepen_dit`). A trained model keeps its own latent statistics (its
-    weights were fitted to them); its caption drop, conditioning rate and shift follow ``mcfg``."""
-    if not init_from:
+def initial_model(mcfg: DiTGeneratorConfig, init: DiTGenerator | None = None, init_from: str = "") -> DiTGenerator:
+    """A fresh DiT for ``mcfg``, or the trained ``init`` (from :func:`load_init`), grown to ``mcfg.depth`` if
+    that is deeper (:func:`kinema.decode.dit_grow.deepen_dit`). A trained model keeps its own latent
+    statistics (its weights were fitted to them); its caption drop, conditioning rate and shift follow ``mcfg``."""
+    if init is None:
         return DiTGenerator(mcfg)
-    init = load_init(init_from, mcfg)
+    check_init(init, init_from, mcfg)
     for k in ("text_drop", "cond_prob", "shift"):
         setattr(init.cfg, k, getattr(mcfg, k))
     return deepen_dit(init, mcfg.depth) if mcfg.depth > init.cfg.depth else init
@@ -212,12 +218,13 @@ def train(args) -> int:
     rank, world, device = init_distributed()
     log = print if rank == 0 else (lambda *a, **k: None)
 
+    init = None
     if tc.init_from:  # refuse a model that does not fit before any clip is rendered
         try:
             shape = DiTGeneratorConfig.preset(cfg.preset, **cfg.model)
         except TypeError as e:
             raise ConfigError(f"model: {e}") from None
-        load_init(tc.init_from, shape, unknown=("latent_channels", "text_vocab"))
+        init = load_init(tc.init_from, shape)
     run.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         build_latents(cfg.data, run / "latents.safetensors")
@@ -226,10 +233,11 @@ def train(args) -> int:
     z, text = data["latents"], data["text"]  # (N, C, t, h, w), (N, M)
     masks = None
     if tc.object_weight > 0:
-        if rank == 0:
-            build_object_masks(cfg.data, data["seeds"], tuple(z.shape[2:]), run / "object_masks.safetensors")
+        mask_args = (cfg.data, data["seeds"], tuple(z.shape[2:]), run / "object_masks.safetensors")
+        masks = build_object_masks(*mask_args) if rank == 0 else None
         dist.barrier()
-        masks = build_object_masks(cfg.data, data["seeds"], tuple(z.shape[2:]), run / "object_masks.safetensors")
+        if masks is None:  # the other ranks read the cache rank 0 wrote
+            masks = build_object_masks(*mask_args)
     if not 0 <= tc.eval_clips < z.shape[0]:
         raise ValueError(f"train.eval_clips must be in [0, {z.shape[0]}) for {z.shape[0]} clips, got {tc.eval_clips}")
     n_train = z.shape[0] - tc.eval_clips  # clips [n_train, N) are held out for eval_loss
@@ -242,7 +250,7 @@ def train(args) -> int:
     except TypeError as e:
         raise ConfigError(f"model: {e}") from None
     torch.manual_seed(tc.seed)
-    model = initial_model(mcfg, tc.init_from)
+    model = initial_model(mcfg, init, tc.init_from)
     mcfg = model.cfg
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, 1.0, tc.warmup, tc.steps))
